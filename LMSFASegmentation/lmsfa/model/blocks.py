@@ -294,9 +294,14 @@ class SSFF(nn.Module):
     """Scale-Sequence Feature Fusion over three backbone levels.
 
     P4 and P5 are projected to ``channels`` by 1x1 CBS units (P3 too, unless it already has
-    that width) and enlarged to P3's size; the three maps are stacked on a scale axis, mixed
-    by a 1x1x1 Conv3d -> BatchNorm3d -> LeakyReLU(0.1), and max-pooled over the scale axis.
-    ``fuse()`` folds the norm and replaces the 3-D ops by the identical per-scale 2-D ones.
+    that width) and enlarged to P3's size. The three maps form a scale sequence that is
+    mixed by a 1x1x1 3-D convolution with bias, a 3-D BatchNorm (PyTorch defaults: eps 1e-5,
+    momentum 0.1) and LeakyReLU(0.1), then max-pooled over the scale axis.
+
+    The 3-D convolution with a 1x1x1 kernel is the same 1x1 convolution on each scale, and the
+    3-D norm takes its statistics over batch, scale and pixels; so the three maps are laid side
+    by side along the width and a 2-D conv and norm are used. That computes the same function
+    while keeping every weight rank 4 (needed for ``channels_last``). ``fuse()`` folds the norm.
     """
 
     def __init__(self, in_channels: tuple[int, int, int], channels: int):
@@ -305,30 +310,26 @@ class SSFF(nn.Module):
         self.cv_p3 = cbs(c3, channels, 1) if c3 != channels else nn.Identity()
         self.cv_p4 = cbs(c4, channels, 1)
         self.cv_p5 = cbs(c5, channels, 1)
-        self.conv3d = nn.Conv3d(channels, channels, 1)
-        self.bn3d = nn.BatchNorm3d(channels)
+        self.conv = nn.Conv2d(channels, channels, 1, bias=True)
+        self.bn: nn.Module = nn.BatchNorm2d(channels)
         self.act = nn.LeakyReLU(0.1)
-        self.pool3d = nn.MaxPool3d((3, 1, 1))
-        self.fused: nn.Conv2d | None = None
 
     def forward(self, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor) -> torch.Tensor:
         p3 = self.cv_p3(p3)
         p4 = _resize_nearest(self.cv_p4(p4), p3)
         p5 = _resize_nearest(self.cv_p5(p5), p3)
-        if self.fused is not None:
-            y3, y4, y5 = (self.act(self.fused(p)) for p in (p3, p4, p5))
-            return torch.maximum(torch.maximum(y3, y4), y5)
-        stack = torch.stack([p3, p4, p5], dim=2)  # (B, C, 3, H, W)
-        y = self.pool3d(self.act(self.bn3d(self.conv3d(stack))))
-        return y.squeeze(2)
+        if isinstance(self.bn, nn.Identity):
+            y3, y4, y5 = (self.act(self.conv(p)) for p in (p3, p4, p5))
+        else:
+            # One norm over all three scales, as the 3-D norm computes it.
+            y = self.act(self.bn(self.conv(torch.cat([p3, p4, p5], dim=3))))
+            y3, y4, y5 = y.chunk(3, dim=3)
+        return torch.maximum(torch.maximum(y3, y4), y5)
 
     @torch.no_grad()
     def fuse(self) -> None:
-        if self.fused is not None:
+        if isinstance(self.bn, nn.Identity):
             return
-        weight, bias = fold_batch_norm(self.conv3d.weight, self.conv3d.bias, self.bn3d)
-        conv = nn.Conv2d(self.conv3d.in_channels, self.conv3d.out_channels, 1).to(weight.device, weight.dtype)
-        conv.weight.data.copy_(weight[:, :, 0])
-        conv.bias.data.copy_(bias)
-        self.fused = conv
-        del self.conv3d, self.bn3d, self.pool3d
+        weight, bias = fold_batch_norm(self.conv.weight, self.conv.bias, self.bn)
+        self.conv = _conv_like(self.conv, weight, bias)
+        self.bn = nn.Identity()
