@@ -1,0 +1,882 @@
+"""3D Slicer module: LMSF-A instance segmentation of endoscopic video.
+
+The module is a thin layer over the ``lmsfa`` core package, which lives next to this file
+and also runs headless (the ``lmsfa`` command line). The widget collects the inputs, the
+logic adapts Slicer's scene and module logics to the core, and the core does the work:
+``lmsfa.sources`` decodes frames, ``lmsfa.inference.Predictor`` runs the network and
+``lmsfa.scene.SequenceWriter`` writes the frame and segmentation sequences.
+
+Only Slicer, Qt, CTK, VTK and the standard library are imported at the top of this file, so
+the module loads even before torch, OpenCV or ONNX Runtime are installed. They are
+installed once, after the user confirms, when a run first needs them.
+"""
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import ctk
+import qt
+import slicer
+import vtk
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+logger = logging.getLogger(__name__)
+
+MODULE_DIR = Path(__file__).resolve().parent
+
+# Extension-level resource folders. In the source tree they are <repository>/Resources/<folder>;
+# LMSFASegmentation/CMakeLists.txt copies them next to the module's own resources in the
+# build and install trees.
+BUNDLED_MODEL_FOLDER = "Models"
+SAMPLE_FOLDER = "Sample"
+SAMPLE_CLIP_NAME = "vocalfolds_seq4.mp4"
+
+MODEL_SUFFIXES = (".pt", ".onnx")
+VIDEO_NAME_FILTERS = ["Videos (*.mp4 *.avi *.mov *.mkv *.webm *.dcm)", "All files (*)"]
+MODEL_NAME_FILTERS = ["LMSF-A models (*.pt *.onnx)"]
+DEVICE_CHOICES = {"auto": "auto", "CPU": "cpu", "CUDA": "cuda"}
+
+# Installing one of these next to another distribution of the same import name (cv2) breaks
+# both, so a requirement is dropped when an alternative is already installed (for example
+# opencv-contrib-python from the SlicerOpenCV extension).
+ALTERNATIVE_DISTRIBUTIONS = {
+    "opencv-python-headless": ("opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless"),
+}
+
+POLL_INTERVAL_MS = 30
+POLL_BUDGET_S = 0.04
+RESULT_QUEUE_SIZE = 8
+"""Frames waiting for the scene writer; the worker blocks when the queue is full, which keeps memory constant."""
+
+
+#
+# LMSFASegmentation
+#
+
+
+class LMSFASegmentation(ScriptedLoadableModule):
+    """Module description shown in Slicer's module panel and Help & Acknowledgement section."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "LMSF-A Segmentation"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = ["Sequences", "Segmentations", "Terminologies"]
+        self.parent.contributors = ["LMSF-A Segmentation contributors"]
+        self.parent.helpText = """
+Instance segmentation of endoscopic video with LMSF-A, a 1.8 M-parameter YOLOv8n-seg derivative.
+Choose a video file, a frame folder, or a sequence or volume in the scene, pick the bundled model
+or a local checkpoint (.pt) or ONNX model (.onnx), and press Apply. The frames go into a sequence
+of RGB volumes and each frame's instances into a segmentation sequence, both synchronised by a
+sequence browser, with one segment per instance named after its class ("nerve 1") and the same
+name kept while the structure stays visible. Correct the masks in Segment Editor on any frame.
+Inference runs in the background: scrub through the finished frames while it runs, and press
+Cancel to stop; frames finished so far stay in the scene.
+"""
+        self.parent.acknowledgementText = """
+LMSF-A Segmentation is an open-source project. The bundled sample clip and the default model's
+training data come from the vocalfolds data set: M.-H. Laves, J. Bicker, L. A. Kahrs and
+T. Ortmaier, "A dataset of laryngeal endoscopic images with comparative study on convolution
+neural network based semantic segmentation", International Journal of Computer Assisted
+Radiology and Surgery, 2019 (https://github.com/imesluh/vocalfolds), licensed under
+CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/).
+"""
+
+
+#
+# Parameters of one run
+#
+
+
+@dataclasses.dataclass
+class SegmentationRequest:
+    """The inputs of one run, as the widget or a script sets them.
+
+    Exactly one of ``inputPath`` (a video file or a frame folder) and ``inputNode`` (a
+    ``vtkMRMLSequenceNode`` of 2-D frames, or a volume whose slices are frames) is set.
+    Frame indices count from 0 in the input; ``lastFrame`` is included, ``None`` means the
+    last frame of the input. ``confidence`` and ``iou`` are in 0..1.
+    """
+
+    modelPath: str
+    inputPath: Optional[str] = None
+    inputNode: object = None
+    device: str = "auto"
+    confidence: float = 0.25
+    iou: float = 0.7
+    firstFrame: int = 0
+    lastFrame: Optional[int] = None
+    frameStride: int = 1
+    outputName: Optional[str] = None
+
+    def inputName(self) -> str:
+        """Return the base name for the output nodes: the output name, else the input's name."""
+        if self.outputName:
+            return self.outputName
+        if self.inputNode is not None:
+            return self.inputNode.GetName()
+        path = Path(self.inputPath)
+        return path.stem if path.is_file() else path.name
+
+
+#
+# LMSFASegmentationWidget
+#
+
+
+class LMSFASegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: loads the .ui, reads the user's choices and starts or cancels a run."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self.job = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LMSFASegmentation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = LMSFASegmentationLogic()
+
+        self.ui.videoFilePathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
+        self.ui.videoFilePathLineEdit.nameFilters = VIDEO_NAME_FILTERS
+        self.ui.videoFilePathLineEdit.settingKey = "LMSFASegmentation/VideoFile"
+        self.ui.frameFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Readable
+        self.ui.frameFolderPathLineEdit.settingKey = "LMSFASegmentation/FrameFolder"
+        self.ui.modelPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
+        self.ui.modelPathLineEdit.nameFilters = MODEL_NAME_FILTERS
+        self.ui.modelPathLineEdit.settingKey = "LMSFASegmentation/ModelFile"
+        self.ui.progressBar.hide()
+
+        bundledModel = self.logic.bundledModelPath()
+        if bundledModel is None:
+            self.ui.bundledModelLabel.text = "not installed: choose a model file"
+            self.ui.bundledModelRadioButton.enabled = False
+            self.ui.localModelRadioButton.checked = True
+        else:
+            self.ui.bundledModelLabel.text = bundledModel.name
+
+        for button in (
+            self.ui.videoFileRadioButton,
+            self.ui.frameFolderRadioButton,
+            self.ui.sceneNodeRadioButton,
+            self.ui.bundledModelRadioButton,
+            self.ui.localModelRadioButton,
+        ):
+            button.toggled.connect(self.updateGUI)
+        self.ui.videoFilePathLineEdit.currentPathChanged.connect(self.updateGUI)
+        self.ui.frameFolderPathLineEdit.currentPathChanged.connect(self.updateGUI)
+        self.ui.inputNodeSelector.currentNodeChanged.connect(self.updateGUI)
+        self.ui.modelPathLineEdit.currentPathChanged.connect(self.updateGUI)
+        self.ui.applyButton.clicked.connect(self.onApplyButton)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+
+        self.updateGUI()
+
+    def cleanup(self) -> None:
+        """Stop a running job and remove observers when the module is closed or reloaded."""
+        if self.job is not None:
+            self.job.abandon()
+            self.job = None
+        self.removeObservers()
+
+    def onSceneStartClose(self, caller, event) -> None:
+        # The job's nodes are about to disappear: stop writing into them.
+        if self.job is not None:
+            self.job.abandon()
+            self.job = None
+            self.updateGUI()
+
+    def selectedModelPath(self) -> Optional[Path]:
+        if self.ui.bundledModelRadioButton.checked:
+            return self.logic.bundledModelPath()
+        text = self.ui.modelPathLineEdit.currentPath
+        return Path(text) if text else None
+
+    def selectedInputDescription(self) -> Optional[str]:
+        """Return a short description of the selected input, or None when it is not set."""
+        if self.ui.videoFileRadioButton.checked:
+            return self.ui.videoFilePathLineEdit.currentPath or None
+        if self.ui.frameFolderRadioButton.checked:
+            return self.ui.frameFolderPathLineEdit.currentPath or None
+        node = self.ui.inputNodeSelector.currentNode()
+        return node.GetName() if node is not None else None
+
+    def updateGUI(self, *unused) -> None:
+        """Enable the widgets that fit the current choices, and show the model's SHA-256."""
+        running = self.job is not None
+        self.ui.videoFilePathLineEdit.enabled = self.ui.videoFileRadioButton.checked and not running
+        self.ui.frameFolderPathLineEdit.enabled = self.ui.frameFolderRadioButton.checked and not running
+        self.ui.inputNodeSelector.enabled = self.ui.sceneNodeRadioButton.checked and not running
+        self.ui.modelPathLineEdit.enabled = self.ui.localModelRadioButton.checked and not running
+        for collapsible in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton, self.ui.parametersCollapsibleButton):
+            collapsible.enabled = not running
+
+        modelPath = self.selectedModelPath()
+        if modelPath is not None and modelPath.is_file():
+            self.ui.modelSha256LineEdit.text = self.logic.fileSha256(modelPath)
+        else:
+            self.ui.modelSha256LineEdit.text = ""
+
+        if running:
+            self.ui.applyButton.text = "Cancel"
+            self.ui.applyButton.toolTip = "Stop the run; frames already segmented stay in the scene."
+            self.ui.applyButton.enabled = True
+            return
+        self.ui.applyButton.text = "Apply"
+        ready = self.selectedInputDescription() is not None and modelPath is not None and modelPath.is_file()
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = (
+            "Segment the selected frames." if ready else "Select an input and a model file first."
+        )
+
+    def buildRequest(self) -> SegmentationRequest:
+        lastFrame = self.ui.lastFrameSpinBox.value
+        request = SegmentationRequest(
+            modelPath=str(self.selectedModelPath()),
+            device=DEVICE_CHOICES[self.ui.deviceComboBox.currentText],
+            confidence=float(self.ui.confidenceThresholdSliderWidget.value),
+            iou=float(self.ui.iouThresholdSliderWidget.value),
+            firstFrame=int(self.ui.firstFrameSpinBox.value),
+            lastFrame=None if lastFrame < 0 else int(lastFrame),
+            frameStride=int(self.ui.frameStrideSpinBox.value),
+        )
+        if self.ui.sceneNodeRadioButton.checked:
+            request.inputNode = self.ui.inputNodeSelector.currentNode()
+        elif self.ui.videoFileRadioButton.checked:
+            request.inputPath = self.ui.videoFilePathLineEdit.currentPath
+        else:
+            request.inputPath = self.ui.frameFolderPathLineEdit.currentPath
+        return request
+
+    def onApplyButton(self) -> None:
+        if self.job is not None:
+            self.ui.statusLabel.text = "Cancelling after the current frame..."
+            self.job.cancel()
+            return
+
+        with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
+            request = self.buildRequest()
+            if not self.logic.ensureDependencies(askConfirmation=True):
+                self.ui.statusLabel.text = "Python packages are missing: the run needs them installed."
+                return
+            if self.ui.videoFileRadioButton.checked:
+                self.ui.videoFilePathLineEdit.addCurrentPathToHistory()
+            elif self.ui.frameFolderRadioButton.checked:
+                self.ui.frameFolderPathLineEdit.addCurrentPathToHistory()
+            if self.ui.localModelRadioButton.checked:
+                self.ui.modelPathLineEdit.addCurrentPathToHistory()
+            self.job = self.logic.startSegmentation(request, onProgress=self.onJobProgress, onFinished=self.onJobFinished)
+            self.ui.progressBar.setRange(0, 0)
+            self.ui.progressBar.show()
+            self.ui.statusLabel.text = "Loading the model..."
+            self.updateGUI()
+
+    def onJobProgress(self, done: int, total: Optional[int], message: str) -> None:
+        if total:
+            self.ui.progressBar.setRange(0, total)
+            self.ui.progressBar.setValue(done)
+        self.ui.statusLabel.text = message
+
+    def onJobFinished(self, job: "SegmentationJob") -> None:
+        self.job = None
+        self.ui.progressBar.hide()
+        self.ui.statusLabel.text = job.summary()
+        self.updateGUI()
+        if job.status == SegmentationJob.FAILED:
+            slicer.util.errorDisplay(f"Segmentation failed: {job.error}", detailedText=job.errorDetails)
+
+
+#
+# LMSFASegmentationLogic
+#
+
+
+class LMSFASegmentationLogic(ScriptedLoadableModuleLogic):
+    """Adapter between Slicer and the ``lmsfa`` core package.
+
+    It finds the bundled resources, installs missing Python packages after the user
+    confirms, builds the core's scene context from ``slicer.mrmlScene`` and the module
+    logics, and starts runs. Scripts can use it without the widget::
+
+        logic = slicer.util.getModuleLogic("LMSFASegmentation")
+        logic.ensureDependencies(askConfirmation=False)
+        job = logic.startSegmentation(SegmentationRequest(modelPath=..., inputPath=...))
+        job.wait()
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._sha256Cache = {}
+
+    # Resources
+
+    @staticmethod
+    def extensionResourceFolder(folderName: str) -> Optional[Path]:
+        """Return an extension-level resource folder: the installed copy, else the source tree's."""
+        for candidate in (MODULE_DIR / "Resources" / folderName, MODULE_DIR.parent / "Resources" / folderName):
+            if candidate.is_dir():
+                return candidate
+        return None
+
+    def bundledModelPath(self) -> Optional[Path]:
+        """Return the default model that ships with the extension, or None when it is absent.
+
+        A PyTorch checkpoint (.pt) is preferred over an ONNX export of the same model.
+        """
+        folder = self.extensionResourceFolder(BUNDLED_MODEL_FOLDER)
+        if folder is None:
+            return None
+        for suffix in MODEL_SUFFIXES:
+            models = sorted(folder.glob(f"*{suffix}"))
+            if models:
+                return models[0]
+        return None
+
+    def sampleClipPath(self) -> Optional[Path]:
+        """Return the bundled sample clip, or None when it is absent."""
+        folder = self.extensionResourceFolder(SAMPLE_FOLDER)
+        if folder is None or not (folder / SAMPLE_CLIP_NAME).is_file():
+            return None
+        return folder / SAMPLE_CLIP_NAME
+
+    def fileSha256(self, path: Path) -> str:
+        """Return the SHA-256 of a file as hex, cached by path, size and modification time."""
+        stat = os.stat(path)
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._sha256Cache:
+            digest = hashlib.sha256()
+            with open(path, "rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+            self._sha256Cache[key] = digest.hexdigest()
+        return self._sha256Cache[key]
+
+    # Python dependencies
+
+    def requirementsPath(self) -> Path:
+        return MODULE_DIR / "Resources" / "requirements.txt"
+
+    def missingRequirements(self) -> list:
+        """Return the lines of requirements.txt whose distribution is not installed.
+
+        Only presence is checked here; version ranges are checked by ``slicer.packaging``
+        where this Slicer has it.
+        """
+        missing = []
+        for line in self.requirementsPath().read_text(encoding="utf-8").splitlines():
+            requirement = line.split("#", 1)[0].strip()
+            if not requirement or requirement.startswith("-"):
+                continue
+            name = requirement
+            for separator in "<>=!~;[ ":
+                name = name.split(separator, 1)[0]
+            if self._distributionInstalled(name):
+                continue
+            if any(self._distributionInstalled(alternative) for alternative in ALTERNATIVE_DISTRIBUTIONS.get(name, ())):
+                continue
+            missing.append(requirement)
+        return missing
+
+    @staticmethod
+    def _distributionInstalled(name: str) -> bool:
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
+
+    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
+        """Install the missing Python packages once, after the user confirms.
+
+        torch comes from the PyTorch extension (its PyTorchUtils module picks the CPU or the
+        CUDA build that fits the driver); requirements.txt does not list torch, and no package
+        in it depends on torch, so an install here never replaces it. The other packages come
+        from requirements.txt through ``slicer.packaging.pip_ensure`` where this Slicer has it,
+        else through ``slicer.util.pip_install``.
+
+        Returns:
+            True when everything is installed; False when the user declined.
+        """
+        if not self._ensureTorch(askConfirmation):
+            return False
+
+        missing = self.missingRequirements()
+        if not missing:
+            return True
+
+        packaging = self._slicerPackaging()
+        if packaging is not None:
+            try:
+                packaging.pip_ensure(missing, prompt_install=askConfirmation, requester="LMSF-A Segmentation")
+            except RuntimeError:
+                logger.info("installation of %s declined by the user", ", ".join(missing))
+                return False
+        else:
+            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                "LMSF-A Segmentation needs these Python packages, which are not installed yet:\n\n"
+                + "\n".join(missing)
+                + "\n\nInstall them now? This downloads them from the Python Package Index and can take a few minutes.",
+                windowTitle="Install Python packages",
+            ):
+                logger.info("installation of %s declined by the user", ", ".join(missing))
+                return False
+            slicer.util.pip_install(missing)
+
+        importlib.invalidate_caches()
+        stillMissing = self.missingRequirements()
+        if stillMissing:
+            raise RuntimeError(f"these Python packages are still missing after the install: {', '.join(stillMissing)}")
+        logger.info("installed Python packages: %s", ", ".join(missing))
+        return True
+
+    @staticmethod
+    def _slicerPackaging():
+        """Return ``slicer.packaging`` when this Slicer has ``pip_ensure``, else None."""
+        try:
+            packaging = importlib.import_module("slicer.packaging")
+        except ImportError:
+            return None
+        return packaging if hasattr(packaging, "pip_ensure") else None
+
+    def _ensureTorch(self, askConfirmation: bool) -> bool:
+        if importlib.util.find_spec("torch") is not None:
+            return True
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise RuntimeError(
+                "PyTorch is not installed. Install the PyTorch extension from the Extensions Manager, "
+                "restart Slicer and press Apply again."
+            ) from None
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation)
+        return torch is not None
+
+    # Runs
+
+    def sceneContext(self):
+        """Return the core's scene context for the application's scene and module logics."""
+        from lmsfa.scene import SceneContext
+
+        return SceneContext.from_slicer(slicer)
+
+    def startSegmentation(
+        self,
+        request: SegmentationRequest,
+        onProgress: Optional[Callable[[int, Optional[int], str], None]] = None,
+        onFinished: Optional[Callable[["SegmentationJob"], None]] = None,
+    ) -> "SegmentationJob":
+        """Start a run in the background and return its job at once.
+
+        The network runs on a worker thread; each finished frame is written into the scene
+        on the main thread, so the user can scrub through the sequence while it grows.
+        ``onProgress(done, total, message)`` and ``onFinished(job)`` are called on the main
+        thread. Call :meth:`ensureDependencies` first.
+        """
+        job = SegmentationJob(self.sceneContext(), request, onProgress, onFinished)
+        job.start()
+        return job
+
+
+class _FrameMemo:
+    """Wraps a frame iterable and keeps each frame's image until its result arrives.
+
+    ``Predictor.predict_stream`` returns results without their images, but the scene needs
+    both. Only the frames between decoding and their result are kept, a few at a time.
+    """
+
+    def __init__(self, frames) -> None:
+        self._frames = frames
+        self._images = {}
+        self._lock = threading.Lock()
+
+    def __iter__(self):
+        for frame in self._frames:
+            with self._lock:
+                self._images[frame.index] = frame.image
+            yield frame
+
+    def pop(self, index: int):
+        with self._lock:
+            return self._images.pop(index)
+
+
+class SegmentationJob:
+    """One run: a worker thread runs the core, a QTimer on the main thread writes the scene.
+
+    The worker decodes frames and runs the network; it passes each frame's image and result
+    through a bounded queue. The timer takes them from the queue and writes them with the
+    core's ``SequenceWriter`` because MRML nodes may only be changed on the main thread.
+    ``status`` is one of RUNNING, FINISHED, CANCELLED and FAILED.
+    """
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    def __init__(self, context, request: SegmentationRequest, onProgress=None, onFinished=None) -> None:
+        from lmsfa.progress import Progress
+
+        self.context = context
+        self.request = request
+        self.onProgress = onProgress
+        self.onFinished = onFinished
+        self.status = self.RUNNING
+        self.error = None
+        self.errorDetails = ""
+        self.writer = None
+        self.framesWritten = 0
+        self.stageTimes = {}
+        self.startTime = None
+        self.elapsedSeconds = 0.0
+
+        self._progress = Progress(callback=self._onWorkerProgress)
+        self._progressState = (0, None, "")
+        self._progressShown = None
+        self._queue = queue.Queue(maxsize=RESULT_QUEUE_SIZE)
+        self._abandoned = threading.Event()
+        self._frames = None
+        self._thread = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.timeout.connect(self._poll)
+
+    # Main thread
+
+    def start(self) -> None:
+        """Check the inputs, then start the worker thread and the polling timer.
+
+        Frames of a scene node are copied here, on the main thread, because MRML nodes must
+        not be read from the worker.
+        """
+        self.startTime = time.perf_counter()
+        if self.request.inputNode is not None:
+            self._frames = self._framesFromNode(self.request.inputNode)
+        else:
+            self._checkInputPath(self.request.inputPath)
+        modelPath = Path(self.request.modelPath)
+        if not modelPath.is_file():
+            raise ValueError(f"model file not found: {modelPath}; choose an existing .pt or .onnx file")
+        logger.info(
+            "segmentation started: input %s, model %s (SHA-256 %s), device %s",
+            self.request.inputPath or self.request.inputNode.GetName(),
+            modelPath.name,
+            LMSFASegmentationLogic().fileSha256(modelPath),
+            self.request.device,
+        )
+        self._thread = threading.Thread(target=self._runWorker, name="LMSFASegmentation", daemon=True)
+        self._thread.start()
+        self._timer.start()
+
+    def cancel(self) -> None:
+        """Ask the worker to stop after the current frame; finished frames stay in the scene."""
+        self._progress.cancel()
+
+    def abandon(self) -> None:
+        """Stop at once without writing anything more (the scene is closing or the module is reloading)."""
+        self._abandoned.set()
+        self._progress.cancel()
+        self._timer.stop()
+        if self.status == self.RUNNING:
+            self.status = self.CANCELLED
+
+    def wait(self, timeoutSeconds: Optional[float] = None) -> str:
+        """Process Qt events until the job ends, and return its status (for scripts and tests)."""
+        deadline = None if timeoutSeconds is None else time.perf_counter() + timeoutSeconds
+        while self.status == self.RUNNING:
+            if deadline is not None and time.perf_counter() > deadline:
+                self.cancel()
+                deadline = None
+            slicer.app.processEvents(qt.QEventLoop.AllEvents, POLL_INTERVAL_MS)
+            time.sleep(0.005)
+        return self.status
+
+    def summary(self) -> str:
+        """Return a one-line description of the outcome for the status label."""
+        frames = f"{self.framesWritten} frame{'s' if self.framesWritten != 1 else ''}"
+        if self.status == self.FINISHED:
+            return f"Segmented {frames} in {self.elapsedSeconds:.1f} s."
+        if self.status == self.CANCELLED:
+            return f"Cancelled: {frames} segmented are in the scene, marked as a partial result."
+        if self.status == self.FAILED:
+            return f"Failed after {frames}: {self.error}"
+        return f"Running: {frames} segmented."
+
+    def _checkInputPath(self, inputPath: Optional[str]) -> None:
+        if not inputPath:
+            raise ValueError("no input selected: choose a video file, a frame folder, or a sequence in the scene")
+        if not Path(inputPath).exists():
+            raise ValueError(f"input not found: {inputPath}; choose an existing video file or frame folder")
+
+    def _framesFromNode(self, node) -> list:
+        """Copy the selected frames of a sequence or volume node as ``lmsfa.sources.Frame`` objects.
+
+        Each frame becomes an (H, W, 3) uint8 RGB array: grey frames are repeated to three
+        channels, RGBA drops alpha, and other pixel types are scaled from their range to 0..255.
+        NOTE: rows are taken in the node's array order (row 0 first), which is upright for
+        frames that Slicer loaded from 2-D images or that this module wrote.
+        """
+        from lmsfa.sources import Frame
+
+        request = self.request
+        if node.IsA("vtkMRMLSequenceNode"):
+            count = node.GetNumberOfDataNodes()
+        else:
+            count = node.GetImageData().GetDimensions()[2] if node.GetImageData() else 0
+        last = count - 1 if request.lastFrame is None else min(request.lastFrame, count - 1)
+        indices = range(request.firstFrame, last + 1, max(request.frameStride, 1))
+        if count == 0 or len(indices) == 0:
+            raise ValueError(
+                f"no frames to segment in {node.GetName()} ({count} frames) with first frame "
+                f"{request.firstFrame}, last frame {request.lastFrame} and stride {request.frameStride}"
+            )
+
+        frames = []
+        for index in indices:
+            if node.IsA("vtkMRMLSequenceNode"):
+                dataNode = node.GetNthDataNode(index)
+                if dataNode is None or not dataNode.IsA("vtkMRMLScalarVolumeNode"):
+                    raise ValueError(f"item {index} of sequence {node.GetName()} is not a volume; choose a sequence of frames")
+                image = _rgbFromVolumeArray(slicer.util.arrayFromVolume(dataNode))[0]
+                timestamp = _timestampFromSequence(node, index)
+            else:
+                image = _rgbFromVolumeArray(slicer.util.arrayFromVolume(node))[index]
+                timestamp = None
+            frames.append(Frame(index=index, timestamp_s=timestamp, image=image))
+        return frames
+
+    def _poll(self) -> None:
+        """Write the frames that the worker has finished, for at most POLL_BUDGET_S per call."""
+        deadline = time.perf_counter() + POLL_BUDGET_S
+        while time.perf_counter() < deadline:
+            try:
+                kind, payload = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                if kind == "started":
+                    self._createWriter(*payload)
+                elif kind == "frame":
+                    self._writeFrame(*payload)
+                else:
+                    self._finish(kind, payload)
+                    return
+            except Exception as error:
+                logger.exception("writing the segmentation into the scene failed")
+                self._progress.cancel()
+                self._finish(self.FAILED, error)
+                return
+
+        state = self._progressState
+        if self.onProgress is not None and state != self._progressShown:
+            self._progressShown = state
+            self.onProgress(*state)
+
+    def _createWriter(self, classTable, modelName: str, spacingMm) -> None:
+        from lmsfa.scene import SequenceWriter
+
+        self.writer = SequenceWriter(
+            self.context, self.request.inputName(), classTable, modelName, spacing_mm=spacingMm
+        )
+
+    def _writeFrame(self, result, image) -> None:
+        self.writer.add_frame(result.index, result.timestamp_s, image, result.instances)
+        self.framesWritten += 1
+        if self.framesWritten == 1:
+            self._showInViews()
+
+    def _showInViews(self) -> None:
+        """Show the frame sequence with its segmentation in the Red view, and the browser toolbar."""
+        browser = self.writer.browser_node
+        slicer.modules.sequences.setToolBarActiveBrowserNode(browser)
+        slicer.modules.sequences.showSequenceBrowser(browser)
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:
+            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
+        slicer.util.setSliceViewerLayers(background=self.writer.frame_proxy_node, fit=True)
+
+    def _finish(self, status: str, payload) -> None:
+        self._timer.stop()
+        self.elapsedSeconds = time.perf_counter() - self.startTime
+        self.status = status
+        if status == self.FINISHED:
+            self.stageTimes = payload or {}
+        elif status == self.FAILED:
+            self.error = payload
+            self.errorDetails = getattr(payload, "details", "") or repr(payload)
+        if self.writer is not None:
+            self.writer.finish(partial=status != self.FINISHED)
+        logger.info("segmentation %s: %s; time per stage %s", status, self.summary(), self.stageTimes)
+        if self.onFinished is not None:
+            self.onFinished(self)
+
+    # Worker thread: no MRML and no Qt calls here.
+
+    def _onWorkerProgress(self, done: int, total: Optional[int], message: str) -> None:
+        self._progressState = (done, total, message or f"Segmenting frame {done} of {total or '?'}")
+
+    def _put(self, message) -> bool:
+        """Queue a message for the main thread; return False when the job was abandoned."""
+        while not self._abandoned.is_set():
+            try:
+                self._queue.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _runWorker(self) -> None:
+        from lmsfa.errors import Cancelled, LmsfaError
+
+        try:
+            self._segment()
+        except Cancelled:
+            self._put((self.CANCELLED, None))
+        except LmsfaError as error:
+            logger.error("segmentation failed: %s", error)
+            self._put((self.FAILED, error))
+        except Exception as error:
+            logger.exception("segmentation failed")
+            self._put((self.FAILED, error))
+
+    def _segment(self) -> None:
+        from lmsfa.inference import Predictor
+        from lmsfa.sources import open_source
+
+        request = self.request
+        self._progressState = (0, None, "Loading the model...")
+        predictor = Predictor(request.modelPath, device=request.device, conf=request.confidence, iou=request.iou)
+        modelName = Path(request.modelPath).name
+
+        if self._frames is not None:
+            if not self._put(("started", (predictor.class_table, modelName, None))):
+                return
+            self._predictFrames(predictor, self._frames, len(self._frames))
+            return
+
+        last = request.lastFrame
+        with open_source(request.inputPath, first=request.firstFrame, last=last, stride=request.frameStride) as source:
+            if not self._put(("started", (predictor.class_table, modelName, source.info.spacing_mm))):
+                return
+            self._predictFrames(predictor, source, len(source))
+
+    def _predictFrames(self, predictor, frames, total: int) -> None:
+        memo = _FrameMemo(frames)
+        self._progressState = (0, total, f"Segmenting {total} frames...")
+        for result in predictor.predict_stream(memo, progress=self._progress):
+            image = memo.pop(result.index)
+            if not self._put(("frame", (result, image))):
+                return
+            self._progress.check_cancelled()
+        self._put((self.FINISHED, dict(predictor.stage_times)))
+
+
+def _rgbFromVolumeArray(array):
+    """Return an array of frames as (K, H, W, 3) uint8 RGB from a volume's (K, J, I[, C]) array."""
+    import numpy as np
+
+    if array.ndim == 3:
+        array = array[..., np.newaxis]
+    channels = array.shape[-1]
+    if channels == 1:
+        array = np.repeat(array, 3, axis=-1)
+    elif channels >= 3:
+        array = array[..., :3]
+    else:
+        raise ValueError(f"frames with {channels} components are not supported: use grey, RGB or RGBA volumes")
+    if array.dtype != np.uint8:
+        low, high = float(array.min()), float(array.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        logger.warning("frames of type %s scaled from %g..%g to 0..255", array.dtype, low, high)
+        array = ((array.astype(np.float32) - low) * scale).round().astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def _timestampFromSequence(sequenceNode, itemIndex: int) -> Optional[float]:
+    """Return an item's time in seconds when the sequence is indexed by time, else None."""
+    if sequenceNode.GetIndexName().lower() != "time":
+        return None
+    factor = {"s": 1.0, "sec": 1.0, "ms": 1e-3}.get(sequenceNode.GetIndexUnit().strip().lower())
+    if factor is None:
+        return None
+    try:
+        return float(sequenceNode.GetNthIndexValue(itemIndex)) * factor
+    except ValueError:
+        return None
+
+
+#
+# LMSFASegmentationTest
+#
+
+
+class LMSFASegmentationTest(ScriptedLoadableModuleTest):
+    """Self-test: the bundled model on the bundled sample clip, in the running Slicer."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_SegmentSampleClip()
+
+    def test_SegmentSampleClip(self) -> None:
+        logic = LMSFASegmentationLogic()
+        modelPath = logic.bundledModelPath()
+        clipPath = logic.sampleClipPath()
+        self.assertIsNotNone(modelPath, "the bundled model is missing from Resources/Models")
+        self.assertIsNotNone(clipPath, f"the sample clip {SAMPLE_CLIP_NAME} is missing from Resources/Sample")
+        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
+
+        self.delayDisplay("Segmenting frames 0 to 9 of the sample clip")
+        request = SegmentationRequest(modelPath=str(modelPath), inputPath=str(clipPath), device="cpu", lastFrame=9)
+        job = logic.startSegmentation(request)
+        status = job.wait(timeoutSeconds=600)
+        self.assertEqual(status, SegmentationJob.FINISHED, job.summary())
+        self.assertEqual(job.framesWritten, 10)
+
+        frameSequence = job.writer.frame_sequence_node
+        segmentationSequence = job.writer.segmentation_sequence_node
+        self.assertEqual(frameSequence.GetNumberOfDataNodes(), 10)
+        self.assertEqual(segmentationSequence.GetNumberOfDataNodes(), 10)
+        self.assertEqual(job.writer.browser_node.GetNumberOfItems(), 10)
+
+        # The first frame of the clip is a 512x512 RGB laryngoscopy image; every segment that
+        # the model produced is named after a class of the model and carries its class id tag.
+        frame = slicer.util.arrayFromVolume(frameSequence.GetNthDataNode(0))
+        self.assertEqual(frame.shape, (1, 512, 512, 3))
+        classNames = set(job.writer.class_table.names)
+        segmentCount = 0
+        for item in range(segmentationSequence.GetNumberOfDataNodes()):
+            segmentation = segmentationSequence.GetNthDataNode(item).GetSegmentation()
+            for segmentIndex in range(segmentation.GetNumberOfSegments()):
+                segment = segmentation.GetNthSegment(segmentIndex)
+                self.assertIn(segment.GetName().rsplit(" ", 1)[0], classNames)
+                classId = vtk.reference("")
+                self.assertTrue(segment.GetTag("LMSFA.ClassId", classId))
+                segmentCount += 1
+        self.assertGreater(segmentCount, 0, "the bundled model found no instance in 10 frames of the sample clip")
+        self.delayDisplay(f"Test passed: {segmentCount} segments in 10 frames")
