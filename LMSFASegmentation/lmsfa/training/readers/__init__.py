@@ -1,0 +1,1 @@
+"""One reader per training data source; :mod:`lmsfa.training.datasets` chooses among them."""
