@@ -1,0 +1,193 @@
+"""Save and load what the scene writer made: ``.mrb`` bundles, ``.seg.nrrd`` and ``.seq.nrrd`` files.
+
+Every writer here is atomic: it writes to a hidden temporary file in the target folder
+and renames it over the target with ``os.replace`` only after a successful write, so a
+failed or interrupted save never leaves a half-written file under the target name. An
+existing target is replaced only with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import InputError, LmsfaError
+from .context import SceneContext
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def atomic_target(path: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move that file onto ``path`` when the block succeeds.
+
+    The temporary file has the final file name inside a hidden temporary folder in the
+    target folder, because Slicer's writers derive the format (and the bundle's scene
+    name) from the file name, and ``os.replace`` is atomic only within one file system.
+
+    Raises:
+        InputError: ``path`` exists and ``overwrite`` is false, or its folder is missing.
+        LmsfaError: the block wrote no file.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists: choose another file name or allow overwriting")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {path.parent} does not exist: create it first")
+    temp_folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    temp_path = temp_folder / path.name
+    try:
+        yield temp_path
+        if not temp_path.is_file():
+            raise LmsfaError(f"writing {path} failed: the writer produced no file")
+        os.replace(temp_path, path)
+    finally:
+        shutil.rmtree(temp_folder, ignore_errors=True)
+
+
+def _check_suffix(path: Path, suffix: str) -> Path:
+    path = Path(path)
+    if not path.name.lower().endswith(suffix):
+        raise InputError(f"{path}: the file name must end with {suffix}")
+    return path
+
+
+def commit_edits(context: SceneContext, browser_node: Any = None) -> int:
+    """Copy edited proxy nodes back into their sequences at the browser's current item.
+
+    Slicer does this on its own when a proxy node changes and the browser's
+    ``SaveChanges`` flag is on for that sequence; calling it again is harmless. Headless
+    code that edits a proxy node (for example through ``vtkSlicerSegmentEditorLogic``)
+    calls it before reading or saving.
+
+    Args:
+        browser_node: the browser to commit, or ``None`` for every browser in the scene.
+
+    Returns:
+        The number of proxy nodes copied back.
+    """
+    import vtk
+
+    if browser_node is None:
+        browsers = [
+            context.scene.GetNthNodeByClass(n, "vtkMRMLSequenceBrowserNode")
+            for n in range(context.scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode"))
+        ]
+    else:
+        browsers = [browser_node]
+    count = 0
+    for browser in browsers:
+        collection = vtk.vtkCollection()
+        browser.GetSynchronizedSequenceNodes(collection, True)
+        for n in range(collection.GetNumberOfItems()):
+            sequence = collection.GetItemAsObject(n)
+            proxy = browser.GetProxyNode(sequence)
+            if proxy is not None and browser.GetSaveChanges(sequence):
+                context.sequences_logic.UpdateSequencesFromProxyNodes(browser, proxy)
+                count += 1
+    return count
+
+
+def save_scene_mrb(context: SceneContext, path: Path, overwrite: bool = False) -> Path:
+    """Save the whole scene as a Slicer bundle (``.mrb``), after committing proxy edits.
+
+    Raises:
+        InputError: a wrong suffix, a missing folder, or an existing file without ``overwrite``.
+        LmsfaError: Slicer failed to write the bundle (its messages are in the error).
+    """
+    import slicer
+
+    path = _check_suffix(path, ".mrb")
+    commit_edits(context)
+    start = time.perf_counter()
+    with atomic_target(path, overwrite) as temp_path:
+        messages = slicer.vtkMRMLMessageCollection()
+        if not context.scene.WriteToMRB(str(temp_path), None, messages):
+            raise LmsfaError(f"saving the scene to {path} failed: {messages.GetAllMessagesAsString().strip()}")
+    logger.info("saved the scene to %s in %.1f s", path, time.perf_counter() - start)
+    return path
+
+
+def load_scene_mrb(context: SceneContext, path: Path) -> list[Any]:
+    """Add the nodes of a Slicer bundle (``.mrb``) to the scene and return its sequence browsers.
+
+    Raises:
+        InputError: the file is missing or Slicer cannot read it.
+    """
+    import slicer
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"scene bundle not found: {path}")
+    before = {
+        context.scene.GetNthNodeByClass(n, "vtkMRMLSequenceBrowserNode").GetID()
+        for n in range(context.scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode"))
+    }
+    messages = slicer.vtkMRMLMessageCollection()
+    if not context.scene.ReadFromMRB(str(path), False, messages):
+        raise InputError(f"Slicer could not read the scene bundle {path}: {messages.GetAllMessagesAsString().strip()}")
+    browsers = []
+    for n in range(context.scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode")):
+        browser = context.scene.GetNthNodeByClass(n, "vtkMRMLSequenceBrowserNode")
+        if browser.GetID() not in before:
+            browsers.append(browser)
+    for browser in browsers:
+        context.sequences_logic.UpdateProxyNodesFromSequences(browser)
+    return browsers
+
+
+def save_segmentation_nrrd(segmentation_node: Any, path: Path, overwrite: bool = False) -> Path:
+    """Save one segmentation (for example one frame's item) as ``.seg.nrrd``, layers included.
+
+    Raises:
+        InputError: a wrong suffix, a missing folder, or an existing file without ``overwrite``.
+        LmsfaError: Slicer failed to write the file.
+    """
+    import slicer
+
+    path = _check_suffix(path, ".seg.nrrd")
+    with atomic_target(path, overwrite) as temp_path:
+        storage = slicer.vtkMRMLSegmentationStorageNode()
+        storage.SetFileName(str(temp_path))
+        if not storage.WriteData(segmentation_node):
+            raise LmsfaError(f"writing the segmentation {segmentation_node.GetName()!r} to {path} failed")
+    return path
+
+
+def save_frames_seq_nrrd(frame_sequence_node: Any, path: Path, overwrite: bool = False) -> Path:
+    """Save a sequence of frames (vector volumes of one size) as one ``.seq.nrrd`` file.
+
+    Raises:
+        InputError: a wrong suffix, a missing folder, or an existing file without ``overwrite``.
+        LmsfaError: Slicer failed to write the file.
+    """
+    import slicer
+
+    path = _check_suffix(path, ".seq.nrrd")
+    with atomic_target(path, overwrite) as temp_path:
+        storage = slicer.vtkMRMLVolumeSequenceStorageNode()
+        storage.SetFileName(str(temp_path))
+        if not storage.WriteData(frame_sequence_node):
+            raise LmsfaError(f"writing the frame sequence {frame_sequence_node.GetName()!r} to {path} failed")
+    return path
+
+
+def load_segmentation_nrrd(context: SceneContext, path: Path) -> Any:
+    """Load a ``.seg.nrrd`` into the scene and return its segmentation node.
+
+    Raises:
+        InputError: the file is missing or Slicer cannot read it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"segmentation file not found: {path}")
+    node = context.segmentations_logic.LoadSegmentationFromFile(str(path), False)
+    if node is None:
+        raise InputError(f"Slicer could not read the segmentation file {path}")
+    return node
