@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -117,13 +118,20 @@ def read_checkpoint_file(path: str | os.PathLike, expected_sha256: Optional[str]
     if path.stat().st_size == 0:
         raise CheckpointError(f"model file {path} is empty (0 bytes); copy or download it again")
     digest = verify_sha256(path, expected_sha256)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint: it is not the zip archive that torch.save writes"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        # Name the rejected object, but not torch's hint to retry with weights_only=False.
+        found = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
+        detail = f" ({found[0].split('. Please')[0]})" if found else ""
         raise CheckpointError(
             f"{path} was rejected: it contains Python objects other than weights and plain data, which "
-            f"could run code when loaded ({str(error).splitlines()[0]}). Only load LMSF-A checkpoints "
-            "written by `lmsfa train` or lmsfa.model.save_checkpoint"
+            f"could run code when loaded{detail}. Only load LMSF-A checkpoints written by `lmsfa train` "
+            "or lmsfa.model.save_checkpoint"
         ) from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
