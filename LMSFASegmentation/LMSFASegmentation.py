@@ -59,10 +59,18 @@ ALTERNATIVE_DISTRIBUTIONS = {
     "opencv-python-headless": ("opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless"),
 }
 
+# Browser node attribute that marks a run stopped before its last frame.
+RUN_STATUS_ATTRIBUTE = "LMSFA.RunStatus"
+
 POLL_INTERVAL_MS = 30
 POLL_BUDGET_S = 0.04
 RESULT_QUEUE_SIZE = 8
 """Frames waiting for the scene writer; the worker blocks when the queue is full, which keeps memory constant."""
+
+
+def moduleResourcePath(relativePath: str) -> Path:
+    """Return the path of a file in the module's own Resources folder."""
+    return MODULE_DIR / "Resources" / relativePath
 
 
 #
@@ -86,8 +94,8 @@ or a local checkpoint (.pt) or ONNX model (.onnx), and press Apply. The frames g
 of RGB volumes and each frame's instances into a segmentation sequence, both synchronised by a
 sequence browser, with one segment per instance named after its class ("nerve 1") and the same
 name kept while the structure stays visible. Correct the masks in Segment Editor on any frame.
-Inference runs in the background: scrub through the finished frames while it runs, and press
-Cancel to stop; frames finished so far stay in the scene.
+Inference runs in the background, so you can scrub through the finished frames while it runs.
+Cancel stops the run and keeps the frames finished so far in the scene.
 """
         self.parent.acknowledgementText = """
 LMSF-A Segmentation is an open-source project. The bundled sample clip and the default model's
@@ -377,28 +385,32 @@ class LMSFASegmentationLogic(ScriptedLoadableModuleLogic):
     # Python dependencies
 
     def requirementsPath(self) -> Path:
-        return MODULE_DIR / "Resources" / "requirements.txt"
+        return moduleResourcePath("requirements.txt")
 
-    def missingRequirements(self) -> list:
-        """Return the lines of requirements.txt whose distribution is not installed.
+    def requirements(self) -> list:
+        """Return the requirement lines of requirements.txt that this Slicer needs.
 
-        Only presence is checked here; version ranges are checked by ``slicer.packaging``
-        where this Slicer has it.
+        A requirement is left out when an alternative distribution of the same import name
+        is already installed (see ALTERNATIVE_DISTRIBUTIONS).
         """
-        missing = []
+        requirements = []
         for line in self.requirementsPath().read_text(encoding="utf-8").splitlines():
             requirement = line.split("#", 1)[0].strip()
             if not requirement or requirement.startswith("-"):
                 continue
-            name = requirement
-            for separator in "<>=!~;[ ":
-                name = name.split(separator, 1)[0]
-            if self._distributionInstalled(name):
+            alternatives = ALTERNATIVE_DISTRIBUTIONS.get(_distributionName(requirement), ())
+            if any(self._distributionInstalled(alternative) for alternative in alternatives):
                 continue
-            if any(self._distributionInstalled(alternative) for alternative in ALTERNATIVE_DISTRIBUTIONS.get(name, ())):
-                continue
-            missing.append(requirement)
-        return missing
+            requirements.append(requirement)
+        return requirements
+
+    def missingRequirements(self) -> list:
+        """Return the requirements whose distribution is not installed at all.
+
+        Only presence is checked. Version ranges are checked by ``slicer.packaging.pip_ensure``
+        in :meth:`ensureDependencies`, where this Slicer has it.
+        """
+        return [r for r in self.requirements() if not self._distributionInstalled(_distributionName(r))]
 
     @staticmethod
     def _distributionInstalled(name: str) -> bool:
@@ -411,11 +423,12 @@ class LMSFASegmentationLogic(ScriptedLoadableModuleLogic):
     def ensureDependencies(self, askConfirmation: bool = True) -> bool:
         """Install the missing Python packages once, after the user confirms.
 
-        torch comes from the PyTorch extension (its PyTorchUtils module picks the CPU or the
-        CUDA build that fits the driver); requirements.txt does not list torch, and no package
+        torch comes from the PyTorch extension, whose PyTorchUtils module picks the CPU or the
+        CUDA build that fits the driver. requirements.txt does not list torch, and no package
         in it depends on torch, so an install here never replaces it. The other packages come
         from requirements.txt through ``slicer.packaging.pip_ensure`` where this Slicer has it,
-        else through ``slicer.util.pip_install``.
+        else through ``slicer.util.pip_install``. In Slicer's testing mode ``pip_ensure``
+        installs nothing, so a self-test needs the packages installed beforehand.
 
         Returns:
             True when everything is installed; False when the user declined.
@@ -423,18 +436,16 @@ class LMSFASegmentationLogic(ScriptedLoadableModuleLogic):
         if not self._ensureTorch(askConfirmation):
             return False
 
-        missing = self.missingRequirements()
-        if not missing:
-            return True
-
         packaging = self._slicerPackaging()
+        missing = self.missingRequirements()
         if packaging is not None:
+            # pip_ensure also upgrades installed packages whose version is out of range.
             try:
-                packaging.pip_ensure(missing, prompt_install=askConfirmation, requester="LMSF-A Segmentation")
+                packaging.pip_ensure(self.requirements(), prompt_install=askConfirmation, requester="LMSF-A Segmentation")
             except RuntimeError:
-                logger.info("installation of %s declined by the user", ", ".join(missing))
+                logger.info("installation of Python packages declined by the user")
                 return False
-        else:
+        elif missing:
             if askConfirmation and not slicer.util.confirmOkCancelDisplay(
                 "LMSF-A Segmentation needs these Python packages, which are not installed yet:\n\n"
                 + "\n".join(missing)
@@ -448,8 +459,12 @@ class LMSFASegmentationLogic(ScriptedLoadableModuleLogic):
         importlib.invalidate_caches()
         stillMissing = self.missingRequirements()
         if stillMissing:
-            raise RuntimeError(f"these Python packages are still missing after the install: {', '.join(stillMissing)}")
-        logger.info("installed Python packages: %s", ", ".join(missing))
+            raise RuntimeError(
+                f"these Python packages are missing: {', '.join(stillMissing)}. "
+                "Install them with the Python console (slicer.util.pip_install) and press Apply again."
+            )
+        if missing:
+            logger.info("installed Python packages: %s", ", ".join(missing))
         return True
 
     @staticmethod
@@ -478,7 +493,7 @@ class LMSFASegmentationLogic(ScriptedLoadableModuleLogic):
 
     def sceneContext(self):
         """Return the core's scene context for the application's scene and module logics."""
-        from lmsfa.scene import SceneContext
+        from lmsfa.scene.context import SceneContext
 
         return SceneContext.from_slicer(slicer)
 
@@ -490,7 +505,7 @@ class LMSFASegmentationLogic(ScriptedLoadableModuleLogic):
     ) -> "SegmentationJob":
         """Start a run in the background and return its job at once.
 
-        The network runs on a worker thread; each finished frame is written into the scene
+        The network runs on a worker thread. Each finished frame is written into the scene
         on the main thread, so the user can scrub through the sequence while it grows.
         ``onProgress(done, total, message)`` and ``onFinished(job)`` are called on the main
         thread. Call :meth:`ensureDependencies` first.
@@ -559,6 +574,7 @@ class SegmentationJob:
         self._queue = queue.Queue(maxsize=RESULT_QUEUE_SIZE)
         self._abandoned = threading.Event()
         self._frames = None
+        self._modelName = ""
         self._thread = None
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -580,11 +596,12 @@ class SegmentationJob:
         modelPath = Path(self.request.modelPath)
         if not modelPath.is_file():
             raise ValueError(f"model file not found: {modelPath}; choose an existing .pt or .onnx file")
+        sha256 = LMSFASegmentationLogic().fileSha256(modelPath)
+        self._modelName = f"{modelPath.name} (SHA-256 {sha256})"
         logger.info(
-            "segmentation started: input %s, model %s (SHA-256 %s), device %s",
+            "segmentation started: input %s, model %s, device %s",
             self.request.inputPath or self.request.inputNode.GetName(),
-            modelPath.name,
-            LMSFASegmentationLogic().fileSha256(modelPath),
+            self._modelName,
             self.request.device,
         )
         self._thread = threading.Thread(target=self._runWorker, name="LMSFASegmentation", daemon=True)
@@ -695,18 +712,23 @@ class SegmentationJob:
             self._progressShown = state
             self.onProgress(*state)
 
-    def _createWriter(self, classTable, modelName: str, spacingMm) -> None:
-        from lmsfa.scene import SequenceWriter
+    def _createWriter(self, classTable, spacingMm) -> None:
+        from lmsfa.scene.writer import SequenceWriter
 
-        self.writer = SequenceWriter(
-            self.context, self.request.inputName(), classTable, modelName, spacing_mm=spacingMm
-        )
+        self.writer = SequenceWriter(self.context, self.request.inputName(), classTable, self._modelName, spacing_mm=spacingMm)
+        self.writer.browser_node.SetAttribute(RUN_STATUS_ATTRIBUTE, self.RUNNING)
 
     def _writeFrame(self, result, image) -> None:
+        # Follow the newest frame only while the user watches the newest frame, so that
+        # scrubbing back to an earlier frame during the run is not undone by the next frame.
+        browser = self.writer.browser_node
+        watchingNewest = browser.GetSelectedItemNumber() == self.writer.number_of_frames - 1
         self.writer.add_frame(result.index, result.timestamp_s, image, result.instances)
         self.framesWritten += 1
         if self.framesWritten == 1:
             self._showInViews()
+        elif watchingNewest:
+            browser.SetSelectedItemNumber(self.writer.number_of_frames - 1)
 
     def _showInViews(self) -> None:
         """Show the frame sequence with its segmentation in the Red view, and the browser toolbar."""
@@ -728,7 +750,8 @@ class SegmentationJob:
             self.error = payload
             self.errorDetails = getattr(payload, "details", "") or repr(payload)
         if self.writer is not None:
-            self.writer.finish(partial=status != self.FINISHED)
+            # Frames written so far stay. The attribute marks a partial result as such.
+            self.writer.browser_node.SetAttribute(RUN_STATUS_ATTRIBUTE, status)
         logger.info("segmentation %s: %s; time per stage %s", status, self.summary(), self.stageTimes)
         if self.onFinished is not None:
             self.onFinished(self)
@@ -739,7 +762,7 @@ class SegmentationJob:
         self._progressState = (done, total, message or f"Segmenting frame {done} of {total or '?'}")
 
     def _put(self, message) -> bool:
-        """Queue a message for the main thread; return False when the job was abandoned."""
+        """Queue a message for the main thread, and return False when the job was abandoned."""
         while not self._abandoned.is_set():
             try:
                 self._queue.put(message, timeout=0.1)
@@ -769,17 +792,22 @@ class SegmentationJob:
         request = self.request
         self._progressState = (0, None, "Loading the model...")
         predictor = Predictor(request.modelPath, device=request.device, conf=request.confidence, iou=request.iou)
-        modelName = Path(request.modelPath).name
 
         if self._frames is not None:
-            if not self._put(("started", (predictor.class_table, modelName, None))):
+            # NOTE: frames from a scene node are treated as uncalibrated, although the node
+            # has a spacing, because Slicer gives 1 mm to images that carry none.
+            if not self._put(("started", (predictor.class_table, None))):
                 return
             self._predictFrames(predictor, self._frames, len(self._frames))
             return
 
-        last = request.lastFrame
-        with open_source(request.inputPath, first=request.firstFrame, last=last, stride=request.frameStride) as source:
-            if not self._put(("started", (predictor.class_table, modelName, source.info.spacing_mm))):
+        with open_source(
+            request.inputPath, first=request.firstFrame, last=request.lastFrame, stride=request.frameStride
+        ) as source:
+            # Frame sources give (row, column) spacing; the scene writer takes (column, row).
+            rowColumn = source.info.spacing_mm
+            columnRow = None if rowColumn is None else (rowColumn[1], rowColumn[0])
+            if not self._put(("started", (predictor.class_table, columnRow))):
                 return
             self._predictFrames(predictor, source, len(source))
 
@@ -792,6 +820,14 @@ class SegmentationJob:
                 return
             self._progress.check_cancelled()
         self._put((self.FINISHED, dict(predictor.stage_times)))
+
+
+def _distributionName(requirement: str) -> str:
+    """Return the distribution name of a requirement line, for example "av" for "av>=12"."""
+    name = requirement
+    for separator in "<>=!~;[ ":
+        name = name.split(separator, 1)[0]
+    return name
 
 
 def _rgbFromVolumeArray(array):
@@ -844,6 +880,8 @@ class LMSFASegmentationTest(ScriptedLoadableModuleTest):
         self.test_SegmentSampleClip()
 
     def test_SegmentSampleClip(self) -> None:
+        from lmsfa.scene.writer import CLASS_ID_TAG
+
         logic = LMSFASegmentationLogic()
         modelPath = logic.bundledModelPath()
         clipPath = logic.sampleClipPath()
@@ -864,7 +902,7 @@ class LMSFASegmentationTest(ScriptedLoadableModuleTest):
         self.assertEqual(segmentationSequence.GetNumberOfDataNodes(), 10)
         self.assertEqual(job.writer.browser_node.GetNumberOfItems(), 10)
 
-        # The first frame of the clip is a 512x512 RGB laryngoscopy image; every segment that
+        # The first frame of the clip is a 512x512 RGB laryngoscopy image. Every segment that
         # the model produced is named after a class of the model and carries its class id tag.
         frame = slicer.util.arrayFromVolume(frameSequence.GetNthDataNode(0))
         self.assertEqual(frame.shape, (1, 512, 512, 3))
@@ -876,7 +914,7 @@ class LMSFASegmentationTest(ScriptedLoadableModuleTest):
                 segment = segmentation.GetNthSegment(segmentIndex)
                 self.assertIn(segment.GetName().rsplit(" ", 1)[0], classNames)
                 classId = vtk.reference("")
-                self.assertTrue(segment.GetTag("LMSFA.ClassId", classId))
+                self.assertTrue(segment.GetTag(CLASS_ID_TAG, classId))
                 segmentCount += 1
         self.assertGreater(segmentCount, 0, "the bundled model found no instance in 10 frames of the sample clip")
         self.delayDisplay(f"Test passed: {segmentCount} segments in 10 frames")
