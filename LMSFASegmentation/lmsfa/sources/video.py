@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import io
 import logging
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Iterator, Optional, Union
 
 import av
 import av.error
+import av.logging
 import numpy as np
 
 from ..errors import InputError
@@ -65,16 +67,34 @@ def _open_container(data: VideoInput, path: Path):
         ) from error
 
 
-def _video_stream(container, path: Path):
+def _unknown_codec_tag(data: VideoInput, path: Path) -> str:
+    """Return the codec tag FFmpeg reports for a stream it has no decoder for.
+
+    PyAV exposes no codec tag without a decoder, but FFmpeg logs it on open
+    ("Video: none (QQQQ / 0x51515151)"), so the file is opened again with logging on.
+    """
+    previous_level = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture(True) as messages:
+            _open_container(data, path).close()
+    finally:
+        av.logging.set_level(previous_level)
+    for _level, _name, message in messages:
+        match = re.search(r"Video: none \(([^)]*)\)", message)
+        if match:
+            return match.group(1)
+    return "unknown tag"
+
+
+def _video_stream(container, data: VideoInput, path: Path):
     if not container.streams.video:
         raise InputError(f"{path} contains no video stream: give a video file or a frame folder")
     stream = container.streams.video[0]
-    codec = stream.codec_context
-    if codec is None or codec.name in (None, "", "none"):
-        tag = getattr(codec, "codec_tag", None) if codec is not None else None
+    if stream.codec_context is None:
         raise InputError(
-            f"unsupported video codec in {path} (codec tag {tag!r}): FFmpeg has no decoder for "
-            "it; re-encode the video, for example to H.264 in mp4"
+            f"unsupported video codec in {path} (codec tag {_unknown_codec_tag(data, path)}): "
+            "FFmpeg has no decoder for it; re-encode the video, for example to H.264 in mp4"
         )
     stream.thread_type = "AUTO"
     return stream
@@ -140,14 +160,14 @@ class VideoSource(FrameSource):
 
         container = _open_container(self._data, path)
         try:
-            stream = _video_stream(container, path)
+            stream = _video_stream(container, self._data, path)
             timeline = _scan_timeline(container, stream, path)
             nominal_fps = fps if fps is not None else self._nominal_fps(stream)
         finally:
             container.close()
         container = _open_container(self._data, path)
         try:
-            first_frame = self._first_decoded_frame(container, _video_stream(container, path))
+            first_frame = self._first_decoded_frame(container, _video_stream(container, self._data, path))
         finally:
             container.close()
 
@@ -259,7 +279,7 @@ class VideoSource(FrameSource):
         next_index = next(wanted, None)
         container = _open_container(self._data, self._path)
         try:
-            stream = _video_stream(container, self._path)
+            stream = _video_stream(container, self._data, self._path)
             while next_index is not None:
                 next_index = yield from self._iter_until_seek(container, stream, next_index, wanted)
         finally:
