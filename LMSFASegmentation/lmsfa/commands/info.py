@@ -1,0 +1,77 @@
+"""``lmsfa info``: parameters, GFLOPs and metadata of the network or of a model file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "print parameters, GFLOPs and the class table of LMSF-A or of a model file"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model", nargs="?", type=Path,
+        help="an LMSF-A checkpoint (.pt) or ONNX file; without it, a new network is described",
+    )
+    parser.add_argument("--classes", type=int, default=4, help="number of classes of a new network (default: 4)")
+    parser.add_argument(
+        "--imgsz", type=int, nargs="+", default=None, metavar="PIXELS",
+        help="input size for the FLOP count: one value (square) or height and width, multiples of 32 "
+             "(default: the model's input size, or 640)",
+    )
+    parser.add_argument("--sha256", default=None, help="expected SHA-256 of the model file; a mismatch is an error")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..model import LMSFA, load_checkpoint, read_onnx_metadata, verify_sha256
+    from ..model.profile import model_summary
+
+    info: dict = {}
+    model = None
+    input_size = None
+    if args.model is None:
+        model = LMSFA(args.classes)
+    elif args.model.suffix.lower() == ".onnx":
+        if not args.model.is_file():
+            raise InputError(f"model file not found: {args.model}")
+        info["file"] = str(args.model)
+        info["sha256"] = verify_sha256(args.model, args.sha256)
+        info["onnx_metadata"] = read_onnx_metadata(args.model)
+    else:
+        model, meta = load_checkpoint(args.model, expected_sha256=args.sha256)
+        input_size = meta.input_size
+        info.update(
+            file=str(args.model),
+            sha256=meta.sha256,
+            classes_table=meta.class_table.to_dict()["classes"],
+            trained_input_size=list(meta.input_size),
+            provenance=meta.provenance,
+        )
+
+    if model is not None:
+        if args.imgsz:
+            size = args.imgsz * 2 if len(args.imgsz) == 1 else args.imgsz[:2]
+            input_size = (size[0], size[1])
+        input_size = input_size or (640, 640)
+        if any(v <= 0 or v % 32 for v in input_size):
+            raise InputError(f"--imgsz {list(input_size)}: sides must be positive multiples of 32")
+        info.update(model_summary(model, input_size))
+
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info.items():
+        if key == "classes_table":
+            print("classes:")
+            for index, entry in enumerate(value):
+                print(f"  {index}: {entry['name']}  RGB {tuple(entry['color'])}")
+        elif isinstance(value, float):
+            print(f"{key}: {value:.2f}")
+        elif isinstance(value, int):
+            print(f"{key}: {value:,}")
+        else:
+            print(f"{key}: {value}")
+    return 0

@@ -1,0 +1,64 @@
+"""``lmsfa info`` and ``lmsfa export-onnx`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import onnxruntime as ort
+import pytest
+import torch
+
+from lmsfa.classes import ClassTable
+from lmsfa.cli import main
+from lmsfa.model import LMSFA, read_onnx_metadata, save_checkpoint
+
+SPEC_PARAMS = 1_829_623
+SPEC_GFLOPS = 8.99
+
+
+def test_info_new_network_matches_reference_counts(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params_training"] == SPEC_PARAMS
+    assert abs(info["gflops_training"] - SPEC_GFLOPS) / SPEC_GFLOPS < 0.03
+    assert info["params_reparameterized"] < info["params_training"]
+    assert info["flop_counter"].startswith("thop 0.1.1")
+
+
+def test_info_checkpoint_prints_classes_and_sha(tmp_path, capsys):
+    path = tmp_path / "m.pt"
+    digest = save_checkpoint(path, LMSFA(2), ClassTable.from_names(["nerve", "bone"]), (320, 320))
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert digest in out
+    assert "0: nerve" in out
+    assert "1: bone" in out
+
+
+def test_info_rejects_odd_size(capsys):
+    assert main(["info", "--imgsz", "500"]) == 1
+    assert "multiples of 32" in capsys.readouterr().err
+
+
+def test_export_onnx_command(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, LMSFA(3), ClassTable.from_names(["a", "b", "c"]), (256, 256))
+    out = tmp_path / "m.onnx"
+    assert main(["export-onnx", str(ckpt), "-o", str(out), "--dynamic"]) == 0
+    meta = read_onnx_metadata(out)
+    assert ClassTable.from_dict(meta["class_table"]).names == ["a", "b", "c"]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    pred, protos = session.run(None, {"images": torch.rand(1, 3, 128, 96).numpy()})
+    assert pred.shape == (1, 4 + 3 + 32, 16 * 12 + 8 * 6 + 4 * 3)
+    assert protos.shape == (1, 32, 32, 24)
+
+
+def test_export_onnx_keeps_existing_file(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, LMSFA(1), ClassTable.from_names(["a"]), (256, 256))
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"user file")
+    assert main(["export-onnx", str(ckpt), "-o", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"user file"
