@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from ..errors import InputError, LmsfaError
 from .context import SceneContext
+from .writer import restore_model_flags
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,25 @@ def _check_suffix(path: Path, suffix: str) -> Path:
     return path
 
 
+def restore_model_flags_in_scene(context: SceneContext) -> int:
+    """Apply :func:`~lmsfa.scene.writer.restore_model_flags` to every segmentation of the scene.
+
+    That is every segmentation node, including proxy nodes, and every item of every
+    sequence of segmentations. Returns the number of segments changed.
+    """
+    scene = context.scene
+    changed = 0
+    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        changed += restore_model_flags(scene.GetNthNodeByClass(n, "vtkMRMLSegmentationNode"))
+    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode")):
+        sequence = scene.GetNthNodeByClass(n, "vtkMRMLSequenceNode")
+        if sequence.GetDataNodeClassName() != "vtkMRMLSegmentationNode":
+            continue
+        for item in range(sequence.GetNumberOfDataNodes()):
+            changed += restore_model_flags(sequence.GetNthDataNode(item))
+    return changed
+
+
 def commit_edits(context: SceneContext, browser_node: Any = None) -> int:
     """Copy edited proxy nodes back into their sequences at the browser's current item.
 
@@ -91,6 +111,7 @@ def commit_edits(context: SceneContext, browser_node: Any = None) -> int:
             if proxy is not None and browser.GetSaveChanges(sequence):
                 context.sequences_logic.UpdateSequencesFromProxyNodes(browser, proxy)
                 count += 1
+    restore_model_flags_in_scene(context)
     return count
 
 
@@ -139,6 +160,7 @@ def load_scene_mrb(context: SceneContext, path: Path) -> list[Any]:
             browsers.append(browser)
     for browser in browsers:
         context.sequences_logic.UpdateProxyNodesFromSequences(browser)
+    restore_model_flags_in_scene(context)
     return browsers
 
 
@@ -152,6 +174,7 @@ def save_segmentation_nrrd(segmentation_node: Any, path: Path, overwrite: bool =
     import slicer
 
     path = _check_suffix(path, ".seg.nrrd")
+    restore_model_flags(segmentation_node)
     with atomic_target(path, overwrite) as temp_path:
         storage = slicer.vtkMRMLSegmentationStorageNode()
         storage.SetFileName(str(temp_path))
