@@ -87,3 +87,40 @@ def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 images of one shape."""
     error = np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2)
     return float("inf") if error == 0 else 10 * np.log10(255.0 ** 2 / error)
+
+
+def dicom_dataset(transfer_syntax: str, sop_class_uid: str):
+    """Return a pydicom FileDataset with patient, study and series identifiers filled in."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax
+    dataset = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset.SOPClassUID = sop_class_uid
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.PatientID = "LMSFA-TEST-01"
+    dataset.PatientName = "Test^Patient"
+    dataset.StudyInstanceUID = generate_uid()
+    dataset.SeriesInstanceUID = generate_uid()
+    dataset.StudyDate = "20240102"
+    dataset.Modality = "ES"
+    return dataset
+
+
+def set_encapsulated_video(dataset, stream: bytes, frame_count: int, size: tuple[int, int],
+                           fragments: int = 1) -> None:
+    """Store a video elementary stream as encapsulated pixel data of ``dataset``."""
+    from pydicom.encaps import encapsulate
+
+    dataset.Rows, dataset.Columns = size
+    dataset.SamplesPerPixel = 3
+    dataset.PhotometricInterpretation = "YBR_PARTIAL_420"
+    dataset.PlanarConfiguration = 0
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 8, 8, 7
+    dataset.PixelRepresentation = 0
+    dataset.NumberOfFrames = frame_count
+    dataset.PixelData = encapsulate([stream], fragments_per_frame=fragments, has_bot=False)
+    dataset["PixelData"].VR = "OB"
