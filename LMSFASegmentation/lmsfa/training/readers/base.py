@@ -55,14 +55,18 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
 
     An empty mask gets the box (0, 0, 0, 0).
     """
-    count = masks.shape[0]
+    count, height, width = masks.shape
     boxes = np.zeros((count, 4), dtype=np.float32)
-    for index in range(count):
-        rows = np.flatnonzero(masks[index].any(axis=1))
-        if rows.size == 0:
-            continue
-        cols = np.flatnonzero(masks[index].any(axis=0))
-        boxes[index] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    if count == 0:
+        return boxes
+    rows = masks.any(axis=2)
+    cols = masks.any(axis=1)
+    present = rows.any(axis=1)
+    boxes[:, 0] = cols.argmax(axis=1)
+    boxes[:, 1] = rows.argmax(axis=1)
+    boxes[:, 2] = width - cols[:, ::-1].argmax(axis=1)
+    boxes[:, 3] = height - rows[:, ::-1].argmax(axis=1)
+    boxes[~present] = 0.0
     return boxes
 
 
