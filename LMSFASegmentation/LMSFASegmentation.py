@@ -527,6 +527,9 @@ class _FrameMemo:
         self._images = {}
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._frames)
+
     def __iter__(self):
         for frame in self._frames:
             with self._lock:
@@ -609,7 +612,7 @@ class SegmentationJob:
         self._timer.start()
 
     def cancel(self) -> None:
-        """Ask the worker to stop after the current frame; finished frames stay in the scene."""
+        """Ask the worker to stop before its next frame. Frames it has finished are still written."""
         self._progress.cancel()
 
     def abandon(self) -> None:
@@ -666,23 +669,23 @@ class SegmentationJob:
         last = count - 1 if request.lastFrame is None else min(request.lastFrame, count - 1)
         indices = range(request.firstFrame, last + 1, max(request.frameStride, 1))
         if count == 0 or len(indices) == 0:
+            lastText = "the last frame" if request.lastFrame is None else request.lastFrame
             raise ValueError(
-                f"no frames to segment in {node.GetName()} ({count} frames) with first frame "
-                f"{request.firstFrame}, last frame {request.lastFrame} and stride {request.frameStride}"
+                f"no frames to segment: {node.GetName()} has {count} frames, and the range starts at frame "
+                f"{request.firstFrame} and ends at {lastText}. Choose a first frame between 0 and {max(count - 1, 0)}."
             )
+
+        if not node.IsA("vtkMRMLSequenceNode"):
+            volumeFrames = _rgbFromVolumeArray(slicer.util.arrayFromVolume(node))
+            return [Frame(index=index, timestamp_s=None, image=volumeFrames[index]) for index in indices]
 
         frames = []
         for index in indices:
-            if node.IsA("vtkMRMLSequenceNode"):
-                dataNode = node.GetNthDataNode(index)
-                if dataNode is None or not dataNode.IsA("vtkMRMLScalarVolumeNode"):
-                    raise ValueError(f"item {index} of sequence {node.GetName()} is not a volume; choose a sequence of frames")
-                image = _rgbFromVolumeArray(slicer.util.arrayFromVolume(dataNode))[0]
-                timestamp = _timestampFromSequence(node, index)
-            else:
-                image = _rgbFromVolumeArray(slicer.util.arrayFromVolume(node))[index]
-                timestamp = None
-            frames.append(Frame(index=index, timestamp_s=timestamp, image=image))
+            dataNode = node.GetNthDataNode(index)
+            if dataNode is None or not dataNode.IsA("vtkMRMLScalarVolumeNode"):
+                raise ValueError(f"item {index} of sequence {node.GetName()} is not a volume: choose a sequence of frames")
+            image = _rgbFromVolumeArray(slicer.util.arrayFromVolume(dataNode))[0]
+            frames.append(Frame(index=index, timestamp_s=_timestampFromSequence(node, index), image=image))
         return frames
 
     def _poll(self) -> None:
@@ -814,11 +817,12 @@ class SegmentationJob:
     def _predictFrames(self, predictor, frames, total: int) -> None:
         memo = _FrameMemo(frames)
         self._progressState = (0, total, f"Segmenting {total} frames...")
+        # predict_stream checks for a cancel before each batch. Results already queued are
+        # still written, so a cancel takes effect within RESULT_QUEUE_SIZE frames.
         for result in predictor.predict_stream(memo, progress=self._progress):
             image = memo.pop(result.index)
             if not self._put(("frame", (result, image))):
                 return
-            self._progress.check_cancelled()
         self._put((self.FINISHED, dict(predictor.stage_times)))
 
 
