@@ -544,7 +544,7 @@ class _FrameMemo:
 class SegmentationJob:
     """One run: a worker thread runs the core, a QTimer on the main thread writes the scene.
 
-    The worker decodes frames and runs the network; it passes each frame's image and result
+    The worker decodes frames and runs the network, then passes each frame's image and result
     through a bounded queue. The timer takes them from the queue and writes them with the
     core's ``SequenceWriter`` because MRML nodes may only be changed on the main thread.
     ``status`` is one of RUNNING, FINISHED, CANCELLED and FAILED.
@@ -598,7 +598,7 @@ class SegmentationJob:
             self._checkInputPath(self.request.inputPath)
         modelPath = Path(self.request.modelPath)
         if not modelPath.is_file():
-            raise ValueError(f"model file not found: {modelPath}; choose an existing .pt or .onnx file")
+            raise ValueError(f"model file not found: {modelPath}. Choose an existing .pt or .onnx file.")
         sha256 = LMSFASegmentationLogic().fileSha256(modelPath)
         self._modelName = f"{modelPath.name} (SHA-256 {sha256})"
         logger.info(
@@ -647,9 +647,9 @@ class SegmentationJob:
 
     def _checkInputPath(self, inputPath: Optional[str]) -> None:
         if not inputPath:
-            raise ValueError("no input selected: choose a video file, a frame folder, or a sequence in the scene")
+            raise ValueError("no input selected: choose a video file, a frame folder, or a sequence in the scene.")
         if not Path(inputPath).exists():
-            raise ValueError(f"input not found: {inputPath}; choose an existing video file or frame folder")
+            raise ValueError(f"input not found: {inputPath}. Choose an existing video file or frame folder.")
 
     def _framesFromNode(self, node) -> list:
         """Copy the selected frames of a sequence or volume node as ``lmsfa.sources.Frame`` objects.
@@ -818,7 +818,7 @@ class SegmentationJob:
         memo = _FrameMemo(frames)
         self._progressState = (0, total, f"Segmenting {total} frames...")
         # predict_stream checks for a cancel before each batch. Results already queued are
-        # still written, so a cancel takes effect within RESULT_QUEUE_SIZE frames.
+        # still written, so up to RESULT_QUEUE_SIZE + 1 frames are added after a cancel.
         for result in predictor.predict_stream(memo, progress=self._progress):
             image = memo.pop(result.index)
             if not self._put(("frame", (result, image))):
