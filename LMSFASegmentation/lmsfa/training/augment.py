@@ -30,13 +30,11 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from ..inference.letterbox import PAD_VALUE, Letterbox
 from .readers.base import Sample, boxes_from_masks
 
 logger = logging.getLogger(__name__)
 
-# Grey of the letterbox padding and of the area that a geometric transform uncovers; the
-# Ultralytics trainer and predictor both pad with this value.
-PAD_VALUE = 114
 
 # A pixel is inside the circular field of view when its brightest channel exceeds this.
 FOV_DARK_THRESHOLD = 20
@@ -278,40 +276,43 @@ def affine_sample(
     return moved, kept, rescued, dropped
 
 
-def letterbox_matrix(source_hw: tuple[int, int], input_hw: tuple[int, int]) -> tuple[np.ndarray, float, tuple[int, int], tuple[int, int]]:
-    """Return the letterbox transform from a source image to the network input.
+def letterbox_matrix(source_hw: tuple[int, int], input_hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """Return the 2x3 letterbox matrix (OpenCV pixel coordinates) and the geometry inference uses.
 
-    The image is scaled by ``r = min(H_in / H, W_in / W)`` to ``(round(H r), round(W r))``
-    and centred, the padding split with the odd pixel at the bottom and right. Returns the
-    2x3 matrix in OpenCV pixel coordinates, ``r``, the resized (h, w) and the (top, left)
-    padding in pixels.
+    The geometry is :meth:`lmsfa.inference.letterbox.Letterbox.fit`, so training inputs are
+    scaled and padded exactly as frames are at inference time.
     """
-    height, width = source_hw
-    input_h, input_w = input_hw
-    ratio = min(input_h / height, input_w / width)
-    resized_h, resized_w = max(1, round(height * ratio)), max(1, round(width * ratio))
-    top, left = (input_h - resized_h) // 2, (input_w - resized_w) // 2
-    scale_x, scale_y = resized_w / width, resized_h / height
-    # Maps pixel centres the way cv2.resize does: x_out + 0.5 = (x_in + 0.5) * scale.
+    geometry = Letterbox.fit(source_hw, input_hw)
+    scale_x, scale_y = geometry.scale_x, geometry.scale_y
+    # A continuous frame point x maps to x * scale + pad; with pixel centres at integers
+    # that is x_out = x_in * scale + 0.5 * scale - 0.5 + pad.
     matrix = np.array(
-        [[scale_x, 0.0, 0.5 * scale_x - 0.5 + left], [0.0, scale_y, 0.5 * scale_y - 0.5 + top]], dtype=np.float64
+        [
+            [scale_x, 0.0, 0.5 * scale_x - 0.5 + geometry.pad_left],
+            [0.0, scale_y, 0.5 * scale_y - 0.5 + geometry.pad_top],
+        ],
+        dtype=np.float64,
     )
-    return matrix, ratio, (resized_h, resized_w), (top, left)
+    return matrix, geometry
 
 
 def letterbox_sample(sample: Sample, input_hw: tuple[int, int]) -> Sample:
-    """Resize a sample to fit ``input_hw`` (height, width) keeping its aspect ratio, then pad with grey 114.
+    """Resize a sample to fit ``input_hw`` (height, width) keeping its aspect ratio, then pad with grey.
+
+    The geometry and the padding value (``PAD_VALUE``) are those of inference. The
+    padding value also fills what a geometric augmentation uncovers.
 
     Masks and the ignore mask follow the image; boxes are recomputed from the masks. An
     instance smaller than a pixel after down-scaling keeps one pixel (see :func:`warp_masks`).
     """
-    input_h, input_w = int(input_hw[0]), int(input_hw[1])
-    if input_h < 1 or input_w < 1:
-        raise InputError(f"network input size must be positive (height, width), got {input_hw}")
-    if sample.hw == (input_h, input_w):
+    matrix, geometry = letterbox_matrix(sample.hw, input_hw)
+    if geometry.frame_hw == geometry.input_hw:
         return sample
-    matrix, ratio, (resized_h, resized_w), (top, left) = letterbox_matrix(sample.hw, (input_h, input_w))
-    interpolation = cv2.INTER_AREA if ratio < 1.0 else cv2.INTER_LINEAR
+    input_h, input_w = geometry.input_hw
+    resized_h, resized_w = geometry.resized_hw
+    top, left = geometry.pad_top, geometry.pad_left
+    shrinking = resized_h < sample.hw[0] or resized_w < sample.hw[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     resized = cv2.resize(sample.image, (resized_w, resized_h), interpolation=interpolation)
     image = cv2.copyMakeBorder(
         resized, top, input_h - resized_h - top, left, input_w - resized_w - left,

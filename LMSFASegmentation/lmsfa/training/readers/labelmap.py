@@ -144,7 +144,13 @@ class LabelMapDataset(InstanceDataset):
         return path.suffix.lower() in LOSSY_SUFFIXES
 
     def _snap_lossy(self, labels: np.ndarray) -> np.ndarray:
-        """Map every value of a JPEG label map to the nearest declared class or background value."""
+        """Map every value of a JPEG label map to the nearest declared class or background value.
+
+        For a binary 0/255 mask this is a threshold at 128, and it restores maps whose label
+        values lie far apart exactly. NOTE: with close values (0, 1, 2, ...) ringing at an
+        edge between two classes can still leave thin strips of a third class; only strips
+        smaller than ``min_area`` are removed.
+        """
         targets = np.array(sorted(set(self.values) | set(self.background)), dtype=np.int64)
         lookup = np.arange(int(labels.max()) + 1)
         nearest = np.abs(lookup[:, None] - targets[None, :]).argmin(axis=1)
