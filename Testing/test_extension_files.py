@@ -12,6 +12,7 @@ import ast
 import importlib.metadata
 import re
 import struct
+import sys
 import tomllib
 from pathlib import Path
 
@@ -30,6 +31,9 @@ REQUIREMENTS = MODULE_ROOT / "Resources" / "requirements.txt"
 # Packages that Slicer or the PyTorch extension provide: installing them from the module's
 # requirements.txt would replace Slicer's own copies.
 PACKAGES_PROVIDED_BY_SLICER = {"torch", "numpy", "simpleitk", "pydicom", "vtk", "slicer-core"}
+
+# Python modules that exist only inside Slicer: its own, and PyTorchUtils of the PyTorch extension.
+MODULES_PROVIDED_BY_SLICER = {"slicer", "qt", "ctk", "vtk", "PyTorchUtils"}
 
 # Files of the core package that Slicer needs: Python sources and package data.
 CORE_DATA_SUFFIXES = {".json", ".yaml", ".yml"}
@@ -53,7 +57,7 @@ def _cmake_set_lists(path: Path) -> dict[str, list[str]]:
 
 
 def _cmake_variables(path: Path) -> dict[str, str]:
-    """Return ``set(NAME "value")`` calls of the top-level CMakeLists.txt as strings."""
+    """Return the ``EXTENSION_*`` variables that a CMakeLists.txt sets to a quoted string."""
     text = _cmake_without_comments(path)
     return {
         match.group(1): match.group(2)
@@ -147,7 +151,7 @@ def test_listed_files_exist(listed_scripts, listed_resources):
 
 
 def test_resource_paths_in_module_listed(listed_resources):
-    """Every constant path passed to resourcePath() or moduleResourcePath() is installed."""
+    """Every constant path passed to resourcePath() or moduleResourcePath() is a listed resource."""
     tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     loaded = set()
     for node in ast.walk(tree):
@@ -271,6 +275,78 @@ def test_requirements_in_pyproject():
     dependencies = {canonicalize_name(Requirement(line).name) for line in pyproject["project"]["dependencies"]}
     extra = [r.name for r in _requirements() if canonicalize_name(r.name) not in dependencies]
     assert not extra, f"requirements.txt lists packages that pyproject.toml does not: {extra}"
+
+
+def _imported_roots(path: Path, module_name: str) -> tuple[set[str], set[str]]:
+    """Return (lmsfa modules, other top-level packages) that a file imports anywhere in its code.
+
+    Imports inside functions count too, because the module reaches them at run time.
+    """
+    package = module_name if path.name == "__init__.py" else module_name.rpartition(".")[0]
+    core, external = set(), set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                names = [f"{base}.{node.module}" if node.module else base]
+                # "from . import x" may name submodules.
+                names += [f"{names[0]}.{alias.name}" for alias in node.names]
+            else:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] == "lmsfa":
+                core.add(name)
+            else:
+                external.add(name.split(".")[0])
+    return core, external
+
+
+def _core_module_file(name: str) -> Path | None:
+    relative = Path(*name.split("."))
+    for candidate in (MODULE_ROOT / relative / "__init__.py", MODULE_ROOT / relative.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _packages_the_module_imports() -> set[str]:
+    """Return the top-level packages outside lmsfa that the module file reaches through the core."""
+    pending = ["LMSFASegmentation"]
+    seen: set[str] = set()
+    external: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = MODULE_FILE if name == "LMSFASegmentation" else _core_module_file(name)
+        if path is None:
+            continue  # an attribute imported from a module, not a module itself
+        core, other = _imported_roots(path, name)
+        external |= other
+        for module in core:
+            parts = module.split(".")
+            pending += [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
+    return {name for name in external if name not in sys.stdlib_module_names and name != "__future__"}
+
+
+def test_requirements_cover_core_imports():
+    """Every package that the module reaches through the core is in Slicer or in requirements.txt."""
+    packages = _packages_the_module_imports()
+    assert {"slicer", "numpy", "cv2"} <= packages
+    distributions = importlib.metadata.packages_distributions()
+    required = {canonicalize_name(requirement.name) for requirement in _requirements()}
+    provided = PACKAGES_PROVIDED_BY_SLICER | required
+    uncovered = []
+    for package in sorted(packages - MODULES_PROVIDED_BY_SLICER):
+        names = {canonicalize_name(name) for name in distributions.get(package, [package])}
+        if not names & provided:
+            uncovered.append(f"{package} ({', '.join(sorted(names))})")
+    assert not uncovered, f"add these to {REQUIREMENTS.name}, or import them only where Slicer does not go: {uncovered}"
 
 
 def _dependency_closure(name: str) -> set[str]:
