@@ -592,6 +592,14 @@ class SegmentationJob:
         not be read from the worker.
         """
         self.startTime = time.perf_counter()
+        request = self.request
+        if request.lastFrame is not None and request.lastFrame < request.firstFrame:
+            raise ValueError(
+                f"the last frame ({request.lastFrame}) is before the first frame ({request.firstFrame}): "
+                "choose a last frame at or after the first frame."
+            )
+        if request.frameStride < 1:
+            raise ValueError(f"invalid frame stride {request.frameStride}: use 1 to segment every frame, or more.")
         if self.request.inputNode is not None:
             self._frames = self._framesFromNode(self.request.inputNode)
         else:
@@ -667,7 +675,7 @@ class SegmentationJob:
         else:
             count = node.GetImageData().GetDimensions()[2] if node.GetImageData() else 0
         last = count - 1 if request.lastFrame is None else min(request.lastFrame, count - 1)
-        indices = range(request.firstFrame, last + 1, max(request.frameStride, 1))
+        indices = range(request.firstFrame, last + 1, request.frameStride)
         if count == 0 or len(indices) == 0:
             lastText = "the last frame" if request.lastFrame is None else request.lastFrame
             raise ValueError(
