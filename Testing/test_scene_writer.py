@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -312,3 +313,56 @@ def test_terminology_file_is_slicer_format():
         for type_entry in category["Type"]:
             assert len(type_entry["recommendedDisplayRGBValue"]) == 3
             assert type_entry["3dSlicerLabel"]
+
+
+def test_from_slicer_takes_application_logics(context):
+    # Stands in for Slicer's own `slicer` module: the same attributes, holding real logics.
+    class Logic:
+        def __init__(self, logic):
+            self._logic = logic
+
+        def logic(self):
+            return self._logic
+
+    class App:
+        def applicationLogic(self):
+            return context.app_logic
+
+    class Modules:
+        segmentations = Logic(context.segmentations_logic)
+        sequences = Logic(context.sequences_logic)
+        terminologies = Logic(context.terminologies_logic)
+        volumes = Logic(context.volumes_logic)
+        subjecthierarchy = Logic(context.subject_hierarchy_logic)
+
+    class SlicerModule:
+        mrmlScene = context.scene
+        app = App()
+        modules = Modules()
+
+    in_slicer = SceneContext.from_slicer(SlicerModule())
+    assert in_slicer.scene is context.scene
+    assert in_slicer.sequences_logic is context.sequences_logic
+    assert in_slicer.terminology_context_name == "LMSF-A endoscopy category and type"
+    writer = SequenceWriter(in_slicer, "in slicer", CLASSES, "m")
+    writer.add_frame(0, None, frame(), [rect(0, 1, 1, 9, 9)])
+    assert context.scene.GetFirstNodeByName("in slicer") is writer.browser_node
+
+
+def test_slicer_module_is_slicer_core():
+    # The unrelated PyPI package "slicer" also installs a top-level `slicer` module.
+    import slicer as slicer_module
+
+    assert hasattr(slicer_module, "vtkMRMLScene")
+    assert hasattr(slicer_module, "vtkSlicerSequencesLogic")
+
+
+def test_scene_code_avoids_application_only_names():
+    # slicer.util helpers and slicer.mrmlScene exist only in the Slicer application (the
+    # wheel copies util names onto `slicer`, which Slicer does not), so the core package
+    # must receive the scene through SceneContext.
+    package = Path(__file__).resolve().parents[1] / "LMSFASegmentation" / "lmsfa" / "scene"
+    for source in package.glob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        for name in ("slicer.util", "slicer.mrmlScene", "slicer.app", "slicer.modules", "slicer.arrayFrom"):
+            assert name not in text, f"{source.name} uses {name}"

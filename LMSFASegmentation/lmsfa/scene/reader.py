@@ -16,6 +16,7 @@ import numpy as np
 from ..classes import ClassTable
 from ..errors import InputError
 from ..results import FrameResult, Instance
+from .tracking import mask_box
 from .writer import (
     BINARY_LABELMAP,
     CLASS_ID_TAG,
@@ -115,11 +116,8 @@ def _same_geometry(image: Any, geometry: Any) -> bool:
 
 
 def _box_from_mask(mask: np.ndarray) -> np.ndarray:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return np.zeros(4, dtype=np.float32)
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
+    box = mask_box(mask)
+    return np.array(box if box is not None else (0, 0, 0, 0), dtype=np.float32)
 
 
 def _class_from_name(name: str, class_table: Optional[ClassTable]) -> tuple[Optional[int], Optional[int]]:

@@ -34,10 +34,13 @@ def mask_box(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
 
     Returns ``None`` for an empty mask.
     """
-    rows = np.flatnonzero(mask.any(axis=1))
+    # max over a uint8 view is faster than any() over bool, and the column search
+    # needs only the rows that hold the mask.
+    values = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
+    rows = np.flatnonzero(values.max(axis=1))
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(mask.any(axis=0))
+    cols = np.flatnonzero(values[rows[0] : rows[-1] + 1].max(axis=0))
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 

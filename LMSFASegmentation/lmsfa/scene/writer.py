@@ -245,12 +245,8 @@ class SequenceWriter:
         if self.tracker is not None:
             self.tracker.update(instances)
 
-        index_value = str(int(index))
-        self._fill_frame_node(image, index, timestamp_s)
-        self.frame_sequence_node.SetDataNodeAtValue(self._frame_node, index_value)
-        segment_ids = self._fill_segmentation_node(instances, masks, index, timestamp_s)
-        self.segmentation_sequence_node.SetDataNodeAtValue(self._segmentation_node, index_value)
-        restore_model_flags(self.segmentation_sequence_node.GetDataNodeAtValue(index_value))
+        self._push_frame(image, int(index), timestamp_s)
+        segment_ids = self._push_segmentation(instances, masks, int(index), timestamp_s)
         self._last_index = int(index)
 
         if self.number_of_frames == 1:
@@ -299,6 +295,18 @@ class SequenceWriter:
         if self.tracker is None and any(inst.track_id is None for inst in instances):
             raise InputError("instances need a track_id when the writer has no tracker (tracker=None)")
         return masks
+
+    def _push_frame(self, image: np.ndarray, index: int, timestamp_s: Optional[float]) -> None:
+        self._fill_frame_node(image, index, timestamp_s)
+        self.frame_sequence_node.SetDataNodeAtValue(self._frame_node, str(index))
+
+    def _push_segmentation(
+        self, instances: Sequence[Instance], masks: list[np.ndarray], index: int, timestamp_s: Optional[float]
+    ) -> list[str]:
+        segment_ids = self._fill_segmentation_node(instances, masks, index, timestamp_s)
+        self.segmentation_sequence_node.SetDataNodeAtValue(self._segmentation_node, str(index))
+        restore_model_flags(self.segmentation_sequence_node.GetDataNodeAtValue(str(index)))
+        return segment_ids
 
     def _fill_frame_node(self, image: np.ndarray, index: int, timestamp_s: Optional[float]) -> None:
         import vtk
