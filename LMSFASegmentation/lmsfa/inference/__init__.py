@@ -6,5 +6,15 @@
 
 from .letterbox import Letterbox, letterbox
 from .postprocess import decode_raw_maps, mask_to_polygons, postprocess
+from .predictor import Predictor
+from .runners import installed_accelerators
 
-__all__ = ["Letterbox", "letterbox", "postprocess", "decode_raw_maps", "mask_to_polygons"]
+__all__ = [
+    "Letterbox",
+    "Predictor",
+    "decode_raw_maps",
+    "installed_accelerators",
+    "letterbox",
+    "mask_to_polygons",
+    "postprocess",
+]
