@@ -191,7 +191,8 @@ def test_tiny_instance_kept_or_reported():
             dropped += 1
         else:
             kept += 1
-    assert dropped > 0 and kept > 0, "the seeds should both keep and lose the corner pixel"
+    assert dropped > 0, "some seeds should move the corner pixel out of the image"
+    assert kept > 0, "some seeds should keep the corner pixel"
 
 
 def test_warp_masks_rescues_vanishing_pixel():
@@ -287,8 +288,10 @@ def test_load_output_size_and_consistency(teeth):
         assert len(sample) == len(report.kept)
         assert sample.boxes.tolist() == boxes_from_masks(sample.masks).tolist()
         assert all(mask.any() for mask in sample.masks)
-        assert sample.classes.min(initial=0) >= 0 and sample.classes.max(initial=0) < 32
-    assert seen_mosaic and seen_single
+        assert sample.classes.min(initial=0) >= 0
+        assert sample.classes.max(initial=0) < 32
+    assert seen_mosaic
+    assert seen_single
 
 
 def test_rng_type_checked(teeth):

@@ -1,15 +1,15 @@
 """Training augmentation for endoscopic images, with masks and boxes transformed together.
 
-Defaults (:class:`AugmentConfig`) are the recipe the LMSF-A release trains with (the
-Ultralytics 8.2 defaults): HSV jitter h 0.015, s 0.7, v 0.4, translation up to 10 % of
-the image size, scale gain 0.5 to 1.5, horizontal flip with probability 0.5, no rotation,
-no vertical flip. :meth:`AugmentConfig.endoscopy` adds what suits a rotating endoscope:
+The defaults of :class:`AugmentConfig` are the training recipe of the published LMSF-A
+code, which keeps the Ultralytics 8.2.50 defaults. They are HSV jitter h 0.015, s 0.7,
+v 0.4, translation up to 10 % of the image size, a scale gain of 0.5 to 1.5 and a
+horizontal flip with probability 0.5, without rotation or vertical flip. :meth:`AugmentConfig.endoscopy` adds what suits a rotating endoscope:
 rotation about the centre of the circular field of view, vertical flips, blur,
 specular highlights and smoke.
 
-Geometry works in OpenCV pixel coordinates (pixel centres at integers); the boxes of the
-returned samples are recomputed from the transformed masks, in the ``lmsfa.results`` box
-convention. Raster masks are the master copy: a transform never rebuilds a mask from a
+Geometry works in OpenCV pixel coordinates, with pixel centres at integers. The boxes of
+the returned samples are recomputed from the transformed masks, in the ``lmsfa.results``
+box convention. Raster masks are the master copy: a transform never rebuilds a mask from a
 polygon or a box, so holes and separate parts survive. An instance whose mask would
 vanish (smaller than a pixel after down-scaling) keeps the pixel where its pixels land;
 an instance moved entirely out of the image is dropped and listed in the report.
@@ -101,7 +101,7 @@ class AugmentConfig:
 
 @dataclass
 class AugmentReport:
-    """What one call of :class:`Augmenter` did.
+    """Record of the random choices and instance changes of one :class:`Augmenter` call.
 
     ``kept`` lists, for each output instance, the index of its input instance (for a
     mosaic: the index in the concatenated instances of the four samples). ``dropped``
@@ -132,9 +132,9 @@ class AugmentReport:
 def estimate_fov_center(image: np.ndarray) -> tuple[float, float]:
     """Estimate the centre (x, y) in pixels of the circular field of view of an endoscope frame.
 
-    The field of view is the largest bright region; a circle is fitted by least squares to
-    the points of its outline that do not touch the image border, so a circle cut off by
-    the image edges is still found. Returns the image centre when the frame has no dark
+    The field of view is the largest bright region. A circle is fitted by least squares to
+    the points of its outline that do not touch the image border, so that a circle cut off
+    by the image edges is still found. Returns the image centre when the frame has no dark
     surround (a cropped frame) or the fit fails.
     """
     height, width = image.shape[:2]
@@ -325,9 +325,10 @@ def letterbox_sample(sample: Sample, input_hw: tuple[int, int]) -> Sample:
 def mosaic(samples: Sequence[Sample], output_hw: tuple[int, int], rng: np.random.Generator) -> tuple[Sample, list[int], list[int]]:
     """Combine four samples around a random point into one (output_hw) sample.
 
-    Each sample is scaled to fit the output (as by the letterbox) and placed in its
-    quadrant with one corner at the split point, which lies in the middle half of the
-    output in each direction; what reaches past the output border is cut off. Returns the
+    Each sample is scaled to fit the output, as by the letterbox, and placed in its
+    quadrant with one corner at the split point. The split point lies in the middle half
+    of the output in each direction, and what reaches past the output border is cut off.
+    Returns the
     sample, the kept indices and the dropped indices, both counted over the instances of
     the four samples in order.
     """

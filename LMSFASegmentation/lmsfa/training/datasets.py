@@ -128,8 +128,8 @@ def _class_index(value: Any, names: list[str]) -> int:
 def read_class_values(path: Path) -> dict[int, str]:
     """Read a label-map class table: label value to class name.
 
-    YAML or JSON files hold a mapping ``{1: "vocal folds", 2: ...}`` (or that mapping under
-    ``classes``); a ``.txt`` file holds one ``value name`` line per class.
+    A YAML or JSON file contains a mapping ``{1: "vocal folds", 2: ...}``, at the top level
+    or under ``classes``. A ``.txt`` file contains one ``value name`` line per class.
     """
     path = Path(path)
     if not path.is_file():

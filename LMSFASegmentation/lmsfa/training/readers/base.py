@@ -30,8 +30,8 @@ class Sample:
     instance: instances may overlap, may have holes and may consist of several parts.
     ``classes`` is (N,) int64, the 0-based class index of the data set's class table.
     ``boxes`` is (N, 4) float32 ``x1, y1, x2, y2`` in pixels, the tight box of each mask.
-    ``ignore_mask`` is an optional (H, W) bool region (COCO ``iscrowd`` annotations) that
-    holds objects without instance masks; a loss may leave it out, and N may be 0 there.
+    ``ignore_mask`` is an optional (H, W) bool region from COCO ``iscrowd`` annotations. It
+    contains objects without instance masks, so a loss may leave those pixels out.
     """
 
     image: np.ndarray
@@ -154,9 +154,9 @@ class InstanceDataset:
     """Base class of the readers: a sized, indexable sequence of :class:`Sample`.
 
     ``class_table`` names the classes in model order. ``flip_map`` maps a class index to
-    the index of its mirror-image class (left and right teeth, for example) and lists
-    only classes that change; ``side_specific`` is true when some classes depend on the
-    side, so a flip without ``flip_map`` would teach wrong labels.
+    the index of its mirror-image class, such as left and right teeth, and lists only
+    classes that change. ``side_specific`` is true when some classes depend on the side,
+    because a flip without ``flip_map`` would then teach wrong labels.
     """
 
     class_table: ClassTable

@@ -21,10 +21,11 @@ logger = logging.getLogger(__name__)
 def compressed_rle_length(counts: str) -> int:
     """Return the number of pixels that a compressed COCO RLE string covers.
 
-    The string stores run lengths as groups of 5 bits with a continuation bit, offset by
-    48 into printable ASCII, and from the third run on as a difference to the run two
-    places before (the format of the COCO API's ``rleToString``). pycocotools decodes a
-    short string into uninitialised memory, so the length is checked before decoding.
+    The string is the format of the COCO API's ``rleToString``. It stores each run length
+    as groups of 5 bits with a continuation bit, offset by 48 into printable ASCII. From
+    the third run on, a run is stored as the difference to the run two places before.
+    pycocotools 2.0.11 decodes a short string into uninitialised memory, so the length is
+    checked before decoding.
     """
     runs: list[int] = []
     position = 0
@@ -58,8 +59,8 @@ class CocoDataset(InstanceDataset):
     one instance. ``iscrowd`` annotations become :attr:`Sample.ignore_mask` instead of
     instances. Images without annotations are kept as negatives.
 
-    ``image_root`` is the folder that ``file_name`` is relative to; by default the folder
-    ``images/`` beside the JSON file when it exists, else the JSON file's own folder.
+    ``image_root`` is the folder that ``file_name`` is relative to. By default it is the
+    folder ``images/`` beside the JSON file when that exists, else the JSON file's folder.
     """
 
     def __init__(
@@ -138,7 +139,7 @@ class CocoDataset(InstanceDataset):
                     f"{self.json_path}: image entry {image!r} needs 'id', 'file_name', 'height' and 'width' ({error})"
                 ) from error
             if entry["id"] in seen:
-                raise InputError(f"{self.json_path}: image id {entry['id']} appears twice")
+                raise InputError(f"{self.json_path}: image id {entry['id']} appears twice; give every image a unique id")
             seen.add(entry["id"])
             checked.append(entry)
         self._image_by_id = {entry["id"]: entry for entry in checked}
@@ -214,7 +215,7 @@ class CocoDataset(InstanceDataset):
         height, width = image.shape[:2]
         if (height, width) != (image_info["height"], image_info["width"]):
             raise InputError(
-                f"{path} is {height}x{width} (height x width) but {self.json_path} says "
+                f"{path} is {height}x{width} (height x width) but {self.json_path} gives "
                 f"{image_info['height']}x{image_info['width']}; fix the 'height'/'width' of image id {image_info['id']}"
             )
         masks, classes = [], []

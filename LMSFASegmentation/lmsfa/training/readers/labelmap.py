@@ -117,7 +117,7 @@ class LabelMapDataset(InstanceDataset):
                 unknown = sorted(set(np.unique(labels).tolist()) - allowed)
                 if unknown:
                     raise InputError(
-                        f"label map {label_path} holds values {unknown[:20]} that the class table does not declare "
+                        f"label map {label_path} contains values {unknown[:20]} that the class table does not declare "
                         f"(classes {self.values}, background {list(self.background)}); add them to the class table "
                         "or set them to a background value"
                     )
@@ -147,8 +147,8 @@ class LabelMapDataset(InstanceDataset):
         """Map every value of a JPEG label map to the nearest declared class or background value.
 
         For a binary 0/255 mask this is a threshold at 128, and it restores maps whose label
-        values lie far apart exactly. NOTE: with close values (0, 1, 2, ...) ringing at an
-        edge between two classes can still leave thin strips of a third class; only strips
+        values lie far apart exactly. NOTE: with close values (0, 1, 2, ...), ringing at an
+        edge between two classes can leave thin strips of a third class. Only strips
         smaller than ``min_area`` are removed.
         """
         targets = np.array(sorted(set(self.values) | set(self.background)), dtype=np.int64)
@@ -181,7 +181,7 @@ class LabelMapDataset(InstanceDataset):
         if labels.shape != image.shape[:2]:
             raise InputError(
                 f"label map {label_path} is {labels.shape[0]}x{labels.shape[1]} but image {image_path} is "
-                f"{image.shape[0]}x{image.shape[1]} (height x width)"
+                f"{image.shape[0]}x{image.shape[1]} (height x width); a label map must have the size of its image"
             )
         if self._is_lossy(label_path):
             labels = self._snap_lossy(labels)

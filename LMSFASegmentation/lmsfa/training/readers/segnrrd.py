@@ -148,9 +148,9 @@ class SegNrrdDataset(InstanceDataset):
     def _frame_masks(segmentation: dict, frame_hw: tuple[int, int], seg_path: Path) -> list[tuple[dict, np.ndarray]]:
         """Return (segment, (H, W) bool mask) pairs in the frame's pixel grid.
 
-        The voxel array is indexed (i, j, k), optionally with a leading layer axis; i runs
-        along image columns and j along rows when the IJK-to-LPS directions are the
-        identity, as for frames that Slicer stores from 2-D images.
+        The voxel array is indexed (i, j, k), optionally with a leading layer axis. With
+        identity IJK-to-LPS directions, as Slicer gives frames stored from 2-D images, i
+        runs along image columns and j along rows.
         """
         voxels = np.asarray(segmentation["voxels"])
         if voxels.ndim == 3:

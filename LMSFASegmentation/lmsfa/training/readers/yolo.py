@@ -39,7 +39,7 @@ def yolo_names(data: dict, yaml_path: Path) -> list[str]:
     if not isinstance(names, list) or not names:
         raise InputError(f"{yaml_path}: 'names' is missing or empty; list the class names in class-index order")
     if "nc" in data and int(data["nc"]) != len(names):
-        raise InputError(f"{yaml_path}: 'nc' is {data['nc']} but 'names' lists {len(names)} classes")
+        raise InputError(f"{yaml_path}: 'nc' is {data['nc']} but 'names' lists {len(names)} classes; make them agree")
     return [str(name) for name in names]
 
 
@@ -56,9 +56,9 @@ def label_path_for(image_path: Path) -> Path:
 class YoloSegDataset(InstanceDataset):
     """Instances from an Ultralytics YOLO-seg data set.
 
-    ``yaml_path`` is the ``data.yaml``; its ``path`` (default: the YAML's folder) is the root,
-    and the split entry (``train``, ``val`` or ``test``) is a folder of images, a ``.txt``
-    list of image paths, or a list of either. An image without a label file, or with an
+    ``yaml_path`` is the ``data.yaml``. Its ``path`` is the root, by default the YAML's
+    folder. The split entry (``train``, ``val`` or ``test``) is a folder of images, a
+    ``.txt`` list of image paths, or a list of either. An image without a label file, or with an
     empty one, is a negative. Raises :class:`InputError` when the split has images but
     not one label file, because that is a layout error rather than a set of negatives.
     """
@@ -87,7 +87,7 @@ class YoloSegDataset(InstanceDataset):
         for item in entries:
             self.image_paths.extend(self._list_images(root, Path(str(item))))
         if not self.image_paths:
-            raise InputError(f"{self.yaml_path}: the '{split}' split {entries} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise InputError(f"{self.yaml_path}: the '{split}' split {entries} contains no images ({', '.join(IMAGE_SUFFIXES)})")
         self.label_paths = [label_path_for(path) for path in self.image_paths]
         labelled = sum(1 for path in self.label_paths if path.is_file())
         if labelled == 0:
