@@ -297,3 +297,33 @@ def test_load_output_size_and_consistency(teeth):
 def test_rng_type_checked(teeth):
     with pytest.raises(TypeError, match="numpy.random.Generator"):
         Augmenter()(teeth[0], 3)
+
+
+def test_transform_returns_sample_only(teeth):
+    augmenter = Augmenter.for_dataset(AugmentConfig(), teeth)
+    sample = teeth[0]
+    out = augmenter.transform(sample, np.random.default_rng(5))
+    expected, _ = augmenter(sample, np.random.default_rng(5))
+    assert np.array_equal(out.image, expected.image)
+    assert np.array_equal(out.masks, expected.masks)
+
+
+def test_augmenter_and_datasets_pickle(teeth, tmp_path):
+    import pickle
+
+    import slicerio
+
+    segmentation = slicerio.create_segmentation((10, 10, 1), np.eye(4))
+    mask = np.zeros((10, 10, 1), bool)
+    mask[1:4, 1:4] = True
+    slicerio.add_segment(segmentation, mask, {"name": "tool"})
+    slicerio.write_segmentation(str(tmp_path / "f.seg.nrrd"), segmentation)
+    cv2.imwrite(str(tmp_path / "f.png"), np.zeros((10, 10, 3), np.uint8))
+    seg_dataset = open_dataset(tmp_path / "f.seg.nrrd")
+
+    # Data loader worker processes receive the data set and the augmenter by pickling.
+    for original in (teeth, seg_dataset):
+        copy = pickle.loads(pickle.dumps(original))
+        assert np.array_equal(copy[0].masks, original[0].masks)
+    augmenter = Augmenter.for_dataset(AugmentConfig.endoscopy(), teeth)
+    assert pickle.loads(pickle.dumps(augmenter)).flip_map == augmenter.flip_map

@@ -428,6 +428,13 @@ class Augmenter:
             ignore_mask=sample.ignore_mask,
         ), report
 
+    def transform(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        """Return only the augmented sample of :meth:`__call__`, for callers that take ``f(sample, rng) -> sample``."""
+        augmented, report = self(sample, rng)
+        if report.dropped:
+            logger.debug("image %s: augmentation dropped instances %s", sample.image_id, report.dropped)
+        return augmented
+
     def load(self, dataset, index: int, rng: np.random.Generator, input_hw: tuple[int, int]) -> tuple[Sample, AugmentReport]:
         """Read ``dataset[index]``, augment it and letterbox it to ``input_hw`` (height, width).
 

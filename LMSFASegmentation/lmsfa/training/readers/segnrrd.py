@@ -75,9 +75,11 @@ class SegNrrdDataset(InstanceDataset):
         flip_map: Optional[dict[int, int]] = None,
         side_specific: bool = False,
     ):
-        import slicerio  # optional at import time: only this reader needs it
+        # Imported here, not at module level, so the other readers work without slicerio.
+        # The module is not stored on the instance, which must stay picklable for
+        # data loader worker processes.
+        import slicerio
 
-        self._slicerio = slicerio
         self.seg_paths = [Path(path) for path in seg_paths]
         if not self.seg_paths:
             raise InputError("no .seg.nrrd files given")
@@ -134,7 +136,9 @@ class SegNrrdDataset(InstanceDataset):
         seg_path = self.seg_paths[index]
         image_path = self.image_paths[index]
         image = read_rgb(image_path)
-        segmentation = self._slicerio.read_segmentation(str(seg_path))
+        import slicerio
+
+        segmentation = slicerio.read_segmentation(str(seg_path))
         frame_masks = self._frame_masks(segmentation, image.shape[:2], seg_path)
         masks, classes = [], []
         for segment, mask in frame_masks:
