@@ -102,7 +102,7 @@ class SegNrrdDataset(InstanceDataset):
         ]
         if not found:
             raise InputError(
-                f"the {len(self.seg_paths)} segmentation files (first: {self.seg_paths[0]}) hold no non-empty segment"
+                f"the {len(self.seg_paths)} segmentation files (first: {self.seg_paths[0]}) contain no non-empty segment; draw or correct at least one segment"
             )
         if class_names:
             unknown = sorted(set(found) - set(class_names))
