@@ -1,10 +1,10 @@
 """The MRML scene and the module logics that the scene writer needs, headless or in Slicer.
 
-Headless, :meth:`SceneContext.headless` builds what Slicer's application would: a
-``vtkMRMLScene``, a ``vtkSlicerApplicationLogic`` with the colour logic (and its default
-colour nodes), the volumes, terminologies, segmentations, subject hierarchy and sequences
-logics registered on it, and ``vtkMRMLRemoteIOLogic`` with ``vtkDataIOManagerLogic``,
-without which reading a ``.mrb`` fails. In Slicer, :meth:`SceneContext.from_slicer` takes
+Headless, :meth:`SceneContext.headless` builds what Slicer's application would. That is a
+``vtkMRMLScene`` and a ``vtkSlicerApplicationLogic`` with the colour logic (and its
+default colour nodes). The volumes, terminologies, segmentations, subject hierarchy and
+sequences logics are registered on it. ``vtkMRMLRemoteIOLogic`` with
+``vtkDataIOManagerLogic`` is wired up too, because reading a ``.mrb`` fails without them. In Slicer, :meth:`SceneContext.from_slicer` takes
 the application's own scene and logics.
 """
 

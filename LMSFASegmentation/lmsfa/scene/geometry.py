@@ -50,8 +50,8 @@ def spacing_attribute_value(spacing_mm: Optional[tuple[float, float]]) -> str:
 def ijk_to_ras_matrix(spacing_mm: Optional[tuple[float, float]]) -> Any:
     """Return the ``vtkMatrix4x4`` that maps frame pixels (i, j, 0) to RAS millimetres.
 
-    Uncalibrated frames get 1 mm per pixel, because MRML needs some spacing; the
-    :data:`SPACING_ATTRIBUTE` attribute says that the value is not a measurement.
+    Uncalibrated frames get 1 mm per pixel, because MRML needs some spacing. The
+    :data:`SPACING_ATTRIBUTE` attribute records that the value is not a measurement.
     """
     import vtk
 

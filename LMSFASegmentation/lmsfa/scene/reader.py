@@ -1,8 +1,8 @@
 """Read a segmentation sequence back into per-frame instances (for exports and training).
 
 Segments written by :class:`~lmsfa.scene.writer.SequenceWriter` carry their class id in
-the ``LMSFA.ClassId`` tag. Segments that a user added in Segment Editor have no tag; they
-get their class from their name ("nerve 3" or "nerve") when a class table is given.
+the ``LMSFA.ClassId`` tag. Segments that a user added in Segment Editor have no tag, so
+they get their class from their name ("nerve 3" or "nerve") when a class table is given.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def read_segmentation_sequence(
         class_table: see :func:`read_frame_instances`.
 
     Raises:
-        InputError: the sequence holds nodes other than segmentations.
+        InputError: the sequence contains nodes other than segmentations.
     """
     for n in range(sequence_node.GetNumberOfDataNodes()):
         node = sequence_node.GetNthDataNode(n)

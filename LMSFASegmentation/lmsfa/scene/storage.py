@@ -1,9 +1,9 @@
 """Save and load what the scene writer made: ``.mrb`` bundles, ``.seg.nrrd`` and ``.seq.nrrd`` files.
 
-Every writer here is atomic: it writes to a hidden temporary file in the target folder
-and renames it over the target with ``os.replace`` only after a successful write, so a
-failed or interrupted save never leaves a half-written file under the target name. An
-existing target is replaced only with ``overwrite=True``.
+Every writer here is atomic. It writes into a hidden temporary folder in the target
+folder and moves the file onto the target with ``os.replace`` only after a successful
+write. So a failed or interrupted save leaves no half-written file under the target name.
+An existing target is replaced only with ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ logger = logging.getLogger(__name__)
 def atomic_target(path: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move that file onto ``path`` when the block succeeds.
 
-    The temporary file has the final file name inside a hidden temporary folder in the
-    target folder, because Slicer's writers derive the format (and the bundle's scene
-    name) from the file name, and ``os.replace`` is atomic only within one file system.
+    The temporary file has the final file name, in a hidden temporary folder inside the
+    target folder. Slicer's writers derive the format (and the bundle's scene name) from
+    the file name, and ``os.replace`` is atomic only within one file system.
 
     Raises:
         InputError: ``path`` exists and ``overwrite`` is false, or its folder is missing.
@@ -82,9 +82,9 @@ def commit_edits(context: SceneContext, browser_node: Any = None) -> int:
     """Copy edited proxy nodes back into their sequences at the browser's current item.
 
     Slicer does this on its own when a proxy node changes and the browser's
-    ``SaveChanges`` flag is on for that sequence; calling it again is harmless. Headless
-    code that edits a proxy node (for example through ``vtkSlicerSegmentEditorLogic``)
-    calls it before reading or saving.
+    ``SaveChanges`` flag is on for that sequence, and a second copy changes nothing.
+    Headless code that edits a proxy node (for example through
+    ``vtkSlicerSegmentEditorLogic``) calls this before reading or saving.
 
     Args:
         browser_node: the browser to commit, or ``None`` for every browser in the scene.

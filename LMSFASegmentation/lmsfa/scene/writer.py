@@ -89,7 +89,7 @@ def assign_layers(masks: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, i
 
     Returns:
         ``(layers, placement)``: ``layers`` is a list of uint8 (H, W) label images and
-        ``placement[k] = (layer index, label value)`` says where mask ``k`` went. A mask
+        ``placement[k] = (layer index, label value)`` is where mask ``k`` went. A mask
         goes to the first layer where it overlaps no other mask, so overlapping instances
         keep all their pixels.
     """
@@ -127,8 +127,8 @@ class SequenceWriter:
             ``LMSFA.PixelSpacingMm = uncalibrated`` on every node.
         tracker: the identity tracker; a new :class:`IouTracker` by default. Pass ``None``
             to keep the ``track_id`` values the instances already have.
-        follow_latest_frame: select each new item in the browser, so a user watching in
-            Slicer sees every frame as it arrives. It costs one proxy update per frame.
+        follow_latest_frame: select each new item in the browser, so Slicer shows every
+            frame as it arrives. It costs one proxy update per frame.
         terminology_file: the ``.term.json`` that supplies SNOMED CT codes for class names.
     """
 
@@ -344,7 +344,7 @@ class SequenceWriter:
         # A new vtkSegmentation per frame. Emptying or deleting the previous one costs
         # about 3 to 6 ms for 10 segments in shared layers, because each removed segment
         # is erased from its layer, unless its source representation name is cleared
-        # first. The sequence already holds a deep copy, so the scratch copy may lose it.
+        # first. The sequence already contains a deep copy, so the scratch copy may lose it.
         previous = node.GetSegmentation()
         if previous is not None:
             previous.SetSourceRepresentationName("")
