@@ -33,7 +33,7 @@ from lmsfa.scene import (
     save_segmentation_nrrd,
 )
 from lmsfa.scene.geometry import ijk_to_ras_matrix
-from lmsfa.scene.writer import CLASS_ID_TAG
+from lmsfa.scene.writer import CLASS_ID_TAG, COMPLETE_ATTRIBUTE
 
 VOCALFOLDS_CLASSES = ClassTable.from_names(
     ["vocal folds", "other tissue", "glottal space", "pathology", "surgical tool", "intubation"]
@@ -101,6 +101,7 @@ def test_mrb_round_trip(context, written, clip, tmp_path):
     loaded = SceneContext.headless()
     (browser,) = load_scene_mrb(loaded, path)
     assert browser.GetName() == "seq4"
+    assert browser.GetAttribute(COMPLETE_ATTRIBUTE) == "false"
     assert browser.GetNumberOfItems() == 3
     frames = browser.GetMasterSequenceNode()
     assert frames.GetDataNodeClassName() == "vtkMRMLVectorVolumeNode"

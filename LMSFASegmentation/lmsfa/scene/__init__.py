@@ -10,6 +10,7 @@ Typical use::
     writer = SequenceWriter(context, "clip", class_table, model_name="lmsfa-vocalfolds.pt")
     for frame in frames:
         writer.add_frame(frame.index, frame.timestamp_s, frame.rgb, instances)
+    writer.finish()
     save_scene_mrb(context, output_folder / "clip.mrb")
 """
 
@@ -24,10 +25,12 @@ _EXPORTS = {
     "SequenceWriter": "writer",
     "assign_layers": "writer",
     "segment_id_for": "writer",
+    "restore_model_flags": "writer",
     "read_segmentation_sequence": "reader",
     "read_frame_instances": "reader",
     "segment_tag": "reader",
     "commit_edits": "storage",
+    "restore_model_flags_in_scene": "storage",
     "save_scene_mrb": "storage",
     "load_scene_mrb": "storage",
     "save_segmentation_nrrd": "storage",

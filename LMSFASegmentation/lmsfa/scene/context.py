@@ -165,7 +165,3 @@ class SceneContext:
         if not name:
             raise InputError(f"Slicer could not read the terminology file {path}: check that it is a valid .term.json")
         return name
-
-    def clear(self) -> None:
-        """Remove every node the user added, keeping the default colour and singleton nodes."""
-        self.scene.Clear(False)

@@ -16,7 +16,6 @@ from ..errors import InputError
 IJK_TO_RAS_DIRECTIONS = (-1.0, -1.0, 1.0)
 """Signs of the IJK-to-RAS diagonal: frames, label maps and segmentation geometry all use them."""
 
-ATTRIBUTE_PREFIX = "LMSFA."
 SPACING_ATTRIBUTE = "LMSFA.PixelSpacingMm"
 """Node attribute with the pixel spacing: "uncalibrated", or "<column mm> <row mm>"."""
 

@@ -40,6 +40,9 @@ TIMESTAMP_ATTRIBUTE = "LMSFA.TimestampSeconds"
 FRAME_INDEX_ATTRIBUTE = "LMSFA.FrameIndex"
 MODEL_ATTRIBUTE = "LMSFA.Model"
 ROLE_ATTRIBUTE = "LMSFA.Role"
+COMPLETE_ATTRIBUTE = "LMSFA.Complete"
+"""Browser and sequence attribute: "false" until :meth:`SequenceWriter.finish`, so an
+interrupted run saved as it stands is marked as a partial result."""
 FRAMES_ROLE = "frames"
 SEGMENTATION_ROLE = "segmentation"
 
@@ -177,6 +180,7 @@ class SequenceWriter:
 
         self.browser_node = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", name)
         self.browser_node.SetAttribute(MODEL_ATTRIBUTE, model_name)
+        self.browser_node.SetAttribute(COMPLETE_ATTRIBUTE, "false")
         self.browser_node.SetAndObserveMasterSequenceNodeID(self.frame_sequence_node.GetID())
         self.browser_node.AddSynchronizedSequenceNodeID(self.segmentation_sequence_node.GetID())
         # Edits made on the segmentation proxy node (Segment Editor) go back into the
@@ -198,6 +202,7 @@ class SequenceWriter:
         node.SetIndexUnit("")
         node.SetIndexType(slicer.vtkMRMLSequenceNode.NumericIndex)
         node.SetAttribute(ROLE_ATTRIBUTE, role)
+        node.SetAttribute(COMPLETE_ATTRIBUTE, "false")
         node.SetAttribute(SPACING_ATTRIBUTE, self._spacing_value)
         node.SetAttribute(MODEL_ATTRIBUTE, self.model_name)
         return node
@@ -255,6 +260,19 @@ class SequenceWriter:
             self.browser_node.SetSelectedItemNumber(self.number_of_frames - 1)
             restore_model_flags(self.segmentation_proxy_node)
         return segment_ids
+
+    def finish(self) -> None:
+        """Mark the sequences as complete and show the first frame.
+
+        Call it after the last frame. Without it the browser and both sequences keep
+        ``LMSFA.Complete = false``, which tells readers of a saved scene that the run
+        stopped early (for example on cancel).
+        """
+        for node in (self.browser_node, self.frame_sequence_node, self.segmentation_sequence_node):
+            node.SetAttribute(COMPLETE_ATTRIBUTE, "true")
+        if self.number_of_frames > 0:
+            self.browser_node.SetSelectedItemNumber(0)
+            restore_model_flags(self.segmentation_proxy_node)
 
     def _check_frame(self, index: int, image: np.ndarray) -> np.ndarray:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
