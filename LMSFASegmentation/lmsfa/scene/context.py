@@ -23,7 +23,14 @@ from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
-TERMINOLOGY_FILE = Path(__file__).resolve().parents[2] / "Resources" / "Terminology" / "LMSFASegmentation.term.json"
+_TERMINOLOGY_NAME = "LMSFASegmentation.term.json"
+_TERMINOLOGY_CANDIDATES = [
+    # The Slicer module folder and the source checkout (editable installs).
+    Path(__file__).resolve().parents[2] / "Resources" / "Terminology" / _TERMINOLOGY_NAME,
+    # A wheel install carries package data only, under lmsfa/data.
+    Path(__file__).resolve().parents[1] / "data" / _TERMINOLOGY_NAME,
+]
+TERMINOLOGY_FILE = next((path for path in _TERMINOLOGY_CANDIDATES if path.is_file()), _TERMINOLOGY_CANDIDATES[0])
 """The module's own terminology context: the slicer-core wheel ships no default terminology files."""
 
 
