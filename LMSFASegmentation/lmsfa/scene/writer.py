@@ -41,8 +41,8 @@ FRAME_INDEX_ATTRIBUTE = "LMSFA.FrameIndex"
 MODEL_ATTRIBUTE = "LMSFA.Model"
 ROLE_ATTRIBUTE = "LMSFA.Role"
 COMPLETE_ATTRIBUTE = "LMSFA.Complete"
-"""Browser and sequence attribute: "false" until :meth:`SequenceWriter.finish`, so an
-interrupted run saved as it stands is marked as a partial result."""
+"""Browser and sequence attribute: "false" until :meth:`SequenceWriter.finish`, so the
+saved scene of an interrupted run is marked as a partial result."""
 FRAMES_ROLE = "frames"
 SEGMENTATION_ROLE = "segmentation"
 
@@ -265,8 +265,8 @@ class SequenceWriter:
         """Mark the sequences as complete and show the first frame.
 
         Call it after the last frame. Without it the browser and both sequences keep
-        ``LMSFA.Complete = false``, which tells readers of a saved scene that the run
-        stopped early (for example on cancel).
+        ``LMSFA.Complete = false``, which marks a saved scene as the result of a run
+        that stopped early (for example on cancel).
         """
         for node in (self.browser_node, self.frame_sequence_node, self.segmentation_sequence_node):
             node.SetAttribute(COMPLETE_ATTRIBUTE, "true")
