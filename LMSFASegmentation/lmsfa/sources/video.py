@@ -13,7 +13,9 @@ integer per frame; decoded frames are never accumulated.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
+import itertools
 import logging
 import re
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from typing import Iterator, Optional, Union
 import av
 import av.error
 import av.logging
+from av.video.reformatter import VideoReformatter
 import numpy as np
 
 from ..errors import InputError
@@ -88,6 +91,7 @@ def _unknown_codec_tag(data: VideoInput, path: Path) -> str:
 
 
 def _video_stream(container, data: VideoInput, path: Path):
+    """Return the first video stream, set up for frame and slice threading."""
     if not container.streams.video:
         raise InputError(f"{path} contains no video stream: give a video file or a frame folder")
     stream = container.streams.video[0]
@@ -134,12 +138,32 @@ def _scan_timeline(container, stream, path: Path) -> _Timeline:
     return _Timeline(len(packet_pts), None, [0], None)
 
 
+class _Decoder:
+    """An open container with its video stream and decoder, reused across passes.
+
+    ``pending`` contains frames already decoded from the start of the stream (the frame
+    decoded on open, then the rest of that pass), so the first pass does not open and
+    probe the file again. ``at_start`` is true while nothing has been read from it.
+    """
+
+    def __init__(self, container, stream, pending: Optional[Iterator[av.VideoFrame]] = None):
+        self.container = container
+        self.stream = stream
+        self.pending = pending
+        self.at_start = pending is None
+
+    def close(self) -> None:
+        self.pending = None
+        self.container.close()
+
+
 class VideoSource(FrameSource):
     """Frames of a video stream decoded with PyAV, upright, in RGB.
 
     ``data`` is the video file path, or the bytes of a video stream (encapsulated DICOM
     video) with ``path`` naming its file. ``fps`` replaces the nominal frame rate of
     the stream. Subclasses may override :meth:`timestamp_s` to take times from elsewhere.
+    One open container is kept between passes; :meth:`close` releases it.
     """
 
     def __init__(
@@ -157,22 +181,21 @@ class VideoSource(FrameSource):
     ):
         self._path = path
         self._data = path if data is None else data
+        self._idle_decoder: Optional[_Decoder] = None
+        self._closed = False
 
-        container = _open_container(self._data, path)
+        decoder = self._open_decoder()
         try:
-            stream = _video_stream(container, self._data, path)
-            timeline = _scan_timeline(container, stream, path)
-            nominal_fps = fps if fps is not None else self._nominal_fps(stream)
-        finally:
-            container.close()
-        container = _open_container(self._data, path)
-        try:
-            first_frame = self._first_decoded_frame(container, _video_stream(container, self._data, path))
-        finally:
-            container.close()
+            self._timeline = _scan_timeline(decoder.container, decoder.stream, path)
+            self._index_of_pts = self._timeline.index_of_pts()
+            nominal_fps = fps if fps is not None else self._nominal_fps(decoder.stream)
+            decoder.at_start = False
+            first_frame = self._prime(decoder)
+        except BaseException:
+            decoder.close()
+            raise
+        self._idle_decoder = decoder
 
-        self._timeline = timeline
-        self._index_of_pts = timeline.index_of_pts()
         self._rotation = normalize_rotation(-first_frame.rotation) if first_frame.rotation else 0
         height, width = first_frame.height, first_frame.width
         if self._rotation in (90, 270):
@@ -180,7 +203,7 @@ class VideoSource(FrameSource):
         info = SourceInfo(
             path=path,
             kind=kind,
-            frame_count=timeline.count,
+            frame_count=self._timeline.count,
             size=(height, width),
             fps=nominal_fps,
             rotation_deg=self._rotation,
@@ -197,14 +220,58 @@ class VideoSource(FrameSource):
         rate = stream.average_rate or stream.guessed_rate
         return float(rate) if rate else None
 
-    def _first_decoded_frame(self, container, stream):
-        for frame in self._decode(container, stream):
-            return frame
-        raise InputError(
-            f"no frame of {self._path} could be decoded with the {stream.codec_context.name} "
-            "decoder: the file is damaged or the codec is unsupported; re-encode it, for "
-            "example to H.264 in mp4"
-        )
+    def _open_decoder(self) -> _Decoder:
+        container = _open_container(self._data, self._path)
+        try:
+            return _Decoder(container, _video_stream(container, self._data, self._path))
+        except BaseException:
+            container.close()
+            raise
+
+    def _rewind(self, decoder: _Decoder) -> None:
+        """Put ``decoder`` back at the first packet, unless nothing has been read yet."""
+        decoder.pending = None
+        if decoder.at_start:
+            return
+        if self._timeline.pts is not None:
+            decoder.container.seek(0)
+        else:
+            # Raw elementary streams cannot seek back reliably: open them again.
+            decoder.container.close()
+            reopened = self._open_decoder()
+            decoder.container, decoder.stream = reopened.container, reopened.stream
+
+    def _prime(self, decoder: _Decoder) -> av.VideoFrame:
+        """Decode the first frame and keep the rest of that pass in ``decoder.pending``."""
+        self._rewind(decoder)
+        decoded = self._decode(decoder.container, decoder.stream)
+        decoder.at_start = False
+        first_frame = next(decoded, None)
+        if first_frame is None:
+            raise InputError(
+                f"no frame of {self._path} could be decoded with the "
+                f"{decoder.stream.codec_context.name} decoder: the file is damaged or the "
+                "codec is unsupported; re-encode it, for example to H.264 in mp4"
+            )
+        decoder.pending = itertools.chain([first_frame], decoded)
+        return first_frame
+
+    def _take_decoder(self) -> _Decoder:
+        decoder, self._idle_decoder = self._idle_decoder, None
+        return decoder if decoder is not None else self._open_decoder()
+
+    def _release_decoder(self, decoder: _Decoder) -> None:
+        if self._idle_decoder is None and not self._closed:
+            self._idle_decoder = decoder
+        else:
+            decoder.close()
+
+    def close(self) -> None:
+        """Close the container kept open between passes."""
+        self._closed = True
+        decoder, self._idle_decoder = self._idle_decoder, None
+        if decoder is not None:
+            decoder.close()
 
     def _decode(self, container, stream) -> Iterator[av.VideoFrame]:
         """Yield decoded frames in presentation order, skipping packets that fail to decode."""
@@ -224,8 +291,11 @@ class VideoSource(FrameSource):
             return None
         return float((timeline.pts[index] - timeline.pts[0]) * timeline.time_base)
 
-    def _to_frame(self, index: int, decoded: av.VideoFrame) -> Frame:
-        image = decoded.to_ndarray(format="rgb24")
+    def _to_frame(self, index: int, decoded: av.VideoFrame, reformatter: VideoReformatter) -> Frame:
+        # One reformatter per pass reuses its swscale context; VideoFrame.to_ndarray
+        # builds a new one per frame, which costs about 1 ms at 512x512 (PyAV 18). One
+        # conversion thread is fastest while the decoder threads use the other cores.
+        image = reformatter.reformat(decoded, format="rgb24", threads=1).to_ndarray()
         image = np.ascontiguousarray(rotate_clockwise(image, self._rotation))
         if image.shape[:2] != self._info.size:
             return self._missing_frame(
@@ -239,7 +309,15 @@ class VideoSource(FrameSource):
         position = bisect.bisect_right(keys, index) - 1
         return keys[position] if position >= 0 else 0
 
-    def _indexed_frames(self, container, stream, start: int) -> Iterator[tuple[int, av.VideoFrame]]:
+    def _frames_from_start(self, decoder: _Decoder) -> Iterator[av.VideoFrame]:
+        if decoder.pending is not None:
+            pending, decoder.pending = decoder.pending, None
+            return pending
+        self._rewind(decoder)
+        decoder.at_start = False
+        return self._decode(decoder.container, decoder.stream)
+
+    def _indexed_frames(self, decoder: _Decoder, start: int) -> Iterator[tuple[int, av.VideoFrame]]:
         """Yield (index, frame) pairs in presentation order, starting at or before ``start``.
 
         Seeks to the keyframe before ``start`` when the timeline allows it. A seek that
@@ -247,21 +325,24 @@ class VideoSource(FrameSource):
         the beginning, so the pixels always match sequential decoding.
         """
         timeline = self._timeline
-        seeked = False
-        if timeline.pts is not None and self._key_index_at_or_before(start) > 0:
-            container.seek(timeline.pts[start], stream=stream, backward=True, any_frame=False)
-            seeked = True
+        seeked = timeline.pts is not None and self._key_index_at_or_before(start) > 0
+        if seeked:
+            decoder.pending = None
+            decoder.at_start = False
+            decoder.container.seek(timeline.pts[start], stream=decoder.stream, backward=True,
+                                   any_frame=False)
+            frames = self._decode(decoder.container, decoder.stream)
+        else:
+            frames = self._frames_from_start(decoder)
 
         previous = -1
-        for decoded in self._decode(container, stream):
+        for decoded in frames:
             index = self._index_of(decoded, previous)
             if seeked and previous < 0 and index > start:
                 logger.debug("seek in %s landed after frame %d; decoding from the start",
                              self._path, start)
-                container.seek(0)
                 previous = -1
-                seeked = False
-                for decoded_again in self._decode(container, stream):
+                for decoded_again in self._frames_from_start(decoder):
                     previous = self._index_of(decoded_again, previous)
                     yield previous, decoded_again
                 return
@@ -277,21 +358,21 @@ class VideoSource(FrameSource):
     def _iter_frames(self, indices: range) -> Iterator[Frame]:
         wanted = iter(indices)
         next_index = next(wanted, None)
-        container = _open_container(self._data, self._path)
+        decoder = self._take_decoder()
         try:
-            stream = _video_stream(container, self._data, self._path)
             while next_index is not None:
-                next_index = yield from self._iter_until_seek(container, stream, next_index, wanted)
+                next_index = yield from self._iter_until_seek(decoder, next_index, wanted)
         finally:
-            container.close()
+            self._release_decoder(decoder)
 
-    def _iter_until_seek(self, container, stream, next_index: int, wanted: Iterator[int]):
+    def _iter_until_seek(self, decoder: _Decoder, next_index: int, wanted: Iterator[int]):
         """Decode from ``next_index`` and yield wanted frames until a seek pays off.
 
         Returns the next wanted index to seek to, or ``None`` when all are done.
         """
         current = -1
-        for index, decoded in self._indexed_frames(container, stream, next_index):
+        reformatter = VideoReformatter()
+        for index, decoded in self._indexed_frames(decoder, next_index):
             current = index
             while next_index is not None and next_index < index:
                 yield self._missing_frame(next_index, self.timestamp_s(next_index),
@@ -300,7 +381,7 @@ class VideoSource(FrameSource):
             if next_index is None:
                 return None
             if index == next_index:
-                yield self._to_frame(index, decoded)
+                yield self._to_frame(index, decoded, reformatter)
                 next_index = next(wanted, None)
                 if next_index is None:
                     return None
@@ -316,6 +397,5 @@ class VideoSource(FrameSource):
         return None
 
     def _read(self, index: int) -> Frame:
-        for frame in self._iter_frames(range(index, index + 1)):
-            return frame
-        raise AssertionError("unreachable: _iter_frames yields one frame per index")
+        with contextlib.closing(self._iter_frames(range(index, index + 1))) as frames:
+            return next(frames)
