@@ -15,8 +15,8 @@ from lmsfa.errors import InputError
 from lmsfa.sources import COLOR_ORDER, open_source
 from sources_fixtures import psnr, vocalfolds_frames, write_video
 
-# (container suffix, codec, pixel format, encoder options, lossless); the lossy codecs get
-# a high bit rate and short groups of pictures, so seeking is exercised on 20 frames.
+# Rows: container suffix, codec, pixel format, encoder options, lossless. The lossy codecs
+# get a high bit rate, and short groups of pictures so that 20 frames exercise seeking.
 CONTAINERS = [
     ("mp4", "libx264", "yuv420p", {"g": "6", "crf": "18"}, False),
     ("avi", "mjpeg", "yuvj420p", {"b": "8M"}, False),
@@ -192,7 +192,7 @@ def test_rotated_video_comes_out_upright(tmp_path, frames20, rotation_ccw, expec
         expected_size = (96, 128) if expected_cw == 180 else (128, 96)
         assert source.info.size == expected_size
     for original, frame in zip(frames20, frames):
-        # np.rot90 with k=1 turns counterclockwise, as the display matrix asks.
+        # np.rot90 with k=1 turns counterclockwise, the direction of the display matrix.
         assert np.array_equal(frame.image, np.rot90(original, k=rotation_ccw // 90))
 
 

@@ -4,8 +4,9 @@ Throughput: the real 512x512 MPEG-4 Part 2 clip (vocalfolds seq4_5fps.mp4), and 
 1920x1080 H.264 clips encoded here from the same frames, are decoded by both readers in
 alternating runs. The ratio is OpenCV time / lmsfa time (above 1: lmsfa is faster), from
 the best runs, the median runs and the least process CPU time. Both times include opening
-the file; for lmsfa that is the demux pass that builds the timeline and one decoded frame,
-listed on its own as "open_source ms". OpenCV's frames are BGR, lmsfa's upright RGB.
+the file. For lmsfa, opening is the demux pass that builds the timeline plus one decoded
+frame, also listed on its own as "open_source ms". OpenCV's frames are BGR, lmsfa's are
+upright RGB.
 
 Memory: the peak resident set size of a child process that streams an H.264 clip of
 N frames and one of 10 x N frames through ``open_source``; a streaming reader keeps it flat.

@@ -94,16 +94,16 @@ def select_indices(
 
 
 def placeholder_image(size: tuple[int, int]) -> np.ndarray:
-    """Return a black (H, W, 3) uint8 image that stands in for an undecodable frame."""
+    """Return a black (H, W, 3) uint8 image, the placeholder for an undecodable frame."""
     return np.zeros((size[0], size[1], 3), dtype=np.uint8)
 
 
 class FrameSource(ABC):
     """A stream of frames with exact source indices, used as a context manager.
 
-    Subclasses decode on demand and hold at most a few frames, so memory does not grow
+    Subclasses decode on demand and keep at most a few frames, so memory does not grow
     with the length of the source. ``iter(source)`` yields the selected frames in index
-    order; ``read(k)`` returns source frame ``k`` (inside or outside the selection) with
+    order. ``read(k)`` returns source frame ``k``, inside or outside the selection, with
     the same pixels that sequential decoding gives.
     """
 
@@ -137,7 +137,7 @@ class FrameSource(ABC):
         return self._read(index)
 
     def close(self) -> None:
-        """Release open files and decoders; the base class holds none."""
+        """Release open files and decoders (the base class has none)."""
 
     def __enter__(self) -> "FrameSource":
         return self

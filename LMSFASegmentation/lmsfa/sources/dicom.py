@@ -187,16 +187,16 @@ class DicomFramesSource(FrameSource):
         return Frame(index, self._timing(index), image)
 
     def _iter_frames(self, indices: range) -> Iterator[Frame]:
-        wanted = list(indices)
+        requested = list(indices)
         position = 0
-        while position < len(wanted):
+        while position < len(requested):
             try:
-                for pixels in iter_pixels(self._path, indices=wanted[position:]):
-                    yield self._to_frame(wanted[position], pixels)
+                for pixels in iter_pixels(self._path, indices=requested[position:]):
+                    yield self._to_frame(requested[position], pixels)
                     position += 1
             except _DECODE_ERRORS as error:
                 # One bad frame ends pydicom's generator, so restart after that frame.
-                index = wanted[position]
+                index = requested[position]
                 yield self._missing_frame(index, self._timing(index), str(error))
                 position += 1
 

@@ -30,9 +30,9 @@ def open_source(
 
     ``first`` and ``last`` are source frame indices (0-based, ``last`` inclusive, ``None``
     for the final frame) and ``stride`` keeps every Nth frame from ``first``. ``window``
-    is the (low, high) input range mapped to 0..255 for frames of more than 8 bits;
-    without it each such frame is scaled by its own value range (DICOM files use their
-    VOI window first). The source is a context manager; frames are decoded on demand.
+    is the (low, high) input range mapped to 0..255 for frames of more than 8 bits.
+    Without it, DICOM files use their VOI window, and other frames of more than 8 bits
+    are scaled by their own value range. The source is a context manager; frames are decoded on demand.
     Raises :class:`~lmsfa.errors.InputError` for a missing, empty or unreadable input.
     Source files are only read, never written.
     """

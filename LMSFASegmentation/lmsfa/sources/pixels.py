@@ -42,7 +42,7 @@ def scale_to_uint8(image: np.ndarray, window: Optional[Window]) -> np.ndarray:
 
     With ``window=(low, high)`` values from low to high map linearly to 0..255 and values
     outside are clipped. Without a window the frame's own value range (min to max) maps to
-    0..255, so 12-bit data stored in 16 bits keeps its contrast; a constant frame becomes 0.
+    0..255, so 12-bit data stored in 16 bits keeps its contrast. A constant frame becomes 0.
     """
     if window is None:
         low, high = float(image.min()), float(image.max())

@@ -1,13 +1,15 @@
 """Video files decoded with PyAV (FFmpeg), with exact frame indices and presentation times.
 
-PyAV is the decoder for every container (mp4, avi, mov, mkv, webm and anything else that
-FFmpeg demuxes) because it exposes what the OpenCV capture API hides: the presentation
-timestamp (PTS) of each packet and frame, the keyframe flags, and the display matrix.
+PyAV decodes every container (mp4, avi, mov, mkv, webm and anything else that FFmpeg
+demuxes). It is used in place of OpenCV's VideoCapture because it exposes the
+presentation timestamp (PTS) and keyframe flag of each packet, and the display matrix of
+each frame, so this module controls counting, timing, seeking and rotation itself.
+
 On open, the video stream is demuxed once without decoding. The sorted packet PTS values
-are the timeline: frame ``k`` is the packet with the ``k``-th smallest PTS, so the frame
+are the timeline: frame ``k`` is the packet with the ``k``-th smallest PTS. So the frame
 count comes from the stream and not from the header, variable frame rate video keeps its
 real times, and a frame that fails to decode keeps its index. The timeline costs one
-integer per frame; decoded frames are never accumulated.
+integer per frame, and decoded frames are never accumulated.
 """
 
 from __future__ import annotations
@@ -356,19 +358,19 @@ class VideoSource(FrameSource):
         return self._index_of_pts.get(decoded.pts, previous + 1)
 
     def _iter_frames(self, indices: range) -> Iterator[Frame]:
-        wanted = iter(indices)
-        next_index = next(wanted, None)
+        requested = iter(indices)
+        next_index = next(requested, None)
         decoder = self._take_decoder()
         try:
             while next_index is not None:
-                next_index = yield from self._iter_until_seek(decoder, next_index, wanted)
+                next_index = yield from self._iter_until_seek(decoder, next_index, requested)
         finally:
             self._release_decoder(decoder)
 
-    def _iter_until_seek(self, decoder: _Decoder, next_index: int, wanted: Iterator[int]):
-        """Decode from ``next_index`` and yield wanted frames until a seek pays off.
+    def _iter_until_seek(self, decoder: _Decoder, next_index: int, requested: Iterator[int]):
+        """Decode from ``next_index`` and yield requested frames until a seek pays off.
 
-        Returns the next wanted index to seek to, or ``None`` when all are done.
+        Returns the next requested index to seek to, or ``None`` when all are done.
         """
         current = -1
         reformatter = VideoReformatter()
@@ -377,12 +379,12 @@ class VideoSource(FrameSource):
             while next_index is not None and next_index < index:
                 yield self._missing_frame(next_index, self.timestamp_s(next_index),
                                           "the decoder returned no frame for it")
-                next_index = next(wanted, None)
+                next_index = next(requested, None)
             if next_index is None:
                 return None
             if index == next_index:
                 yield self._to_frame(index, decoded, reformatter)
-                next_index = next(wanted, None)
+                next_index = next(requested, None)
                 if next_index is None:
                     return None
                 # Jump over whole groups of pictures that the stride skips.
@@ -393,7 +395,7 @@ class VideoSource(FrameSource):
         while next_index is not None:
             yield self._missing_frame(next_index, self.timestamp_s(next_index),
                                       "the stream ended before it")
-            next_index = next(wanted, None)
+            next_index = next(requested, None)
         return None
 
     def _read(self, index: int) -> Frame:
