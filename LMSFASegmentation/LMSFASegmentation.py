@@ -59,9 +59,6 @@ ALTERNATIVE_DISTRIBUTIONS = {
     "opencv-python-headless": ("opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless"),
 }
 
-# Browser node attribute that marks a run stopped before its last frame.
-RUN_STATUS_ATTRIBUTE = "LMSFA.RunStatus"
-
 POLL_INTERVAL_MS = 30
 POLL_BUDGET_S = 0.04
 RESULT_QUEUE_SIZE = 8
@@ -493,7 +490,7 @@ class LMSFASegmentationLogic(ScriptedLoadableModuleLogic):
 
     def sceneContext(self):
         """Return the core's scene context for the application's scene and module logics."""
-        from lmsfa.scene.context import SceneContext
+        from lmsfa.scene import SceneContext
 
         return SceneContext.from_slicer(slicer)
 
@@ -724,10 +721,9 @@ class SegmentationJob:
             self.onProgress(*state)
 
     def _createWriter(self, classTable, spacingMm) -> None:
-        from lmsfa.scene.writer import SequenceWriter
+        from lmsfa.scene import SequenceWriter
 
         self.writer = SequenceWriter(self.context, self.request.inputName(), classTable, self._modelName, spacing_mm=spacingMm)
-        self.writer.browser_node.SetAttribute(RUN_STATUS_ATTRIBUTE, self.RUNNING)
 
     def _writeFrame(self, result, image) -> None:
         # Follow the newest frame only while the user watches the newest frame, so that
@@ -760,9 +756,10 @@ class SegmentationJob:
         elif status == self.FAILED:
             self.error = payload
             self.errorDetails = getattr(payload, "details", "") or repr(payload)
-        if self.writer is not None:
-            # Frames written so far stay. The attribute marks a partial result as such.
-            self.writer.browser_node.SetAttribute(RUN_STATUS_ATTRIBUTE, status)
+        if self.writer is not None and status == self.FINISHED:
+            # Without finish() the browser and sequences keep LMSFA.Complete = false, which
+            # marks the frames written so far as a partial result.
+            self.writer.finish()
         logger.info("segmentation %s: %s; time per stage %s", status, self.summary(), self.stageTimes)
         if self.onFinished is not None:
             self.onFinished(self)
