@@ -199,6 +199,20 @@ def test_encapsulated_video(tmp_path, frames6, codec, raw_format, transfer_synta
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
+def test_encapsulated_video_without_timing(tmp_path, frames6):
+    stream = encode_raw_stream(frames6, "libx264", "h264", {"b": "4M"})
+    dataset = dicom_dataset(MPEG4HP41, VideoEndoscopicImageStorage)
+    set_encapsulated_video(dataset, stream, 6, (96, 128))
+    path = tmp_path / "video.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    with open_source(path) as source:
+        frames = list(source)
+        assert source.info.fps is None
+        assert source.info.spacing_mm is None
+    assert [frame.index for frame in frames] == list(range(6))
+    assert all(frame.timestamp_s is None for frame in frames)
+
+
 def test_truncated_pixel_data_gives_missing_frames(tmp_path, frames6, caplog):
     path = tmp_path / "truncated.dcm"
     write_native_rgb(path, frames6)

@@ -196,6 +196,31 @@ def test_rotated_video_comes_out_upright(tmp_path, frames20, rotation_ccw, expec
         assert np.array_equal(frame.image, np.rot90(original, k=rotation_ccw // 90))
 
 
+def test_read_during_iteration(tmp_path, frames20):
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames20, "libx264", options={"g": "5", "crf": "18"})
+    with open_source(path) as source:
+        first_pass = [frame.image for frame in source]
+        second_pass = []
+        for frame in source:
+            second_pass.append(frame.image)
+            if frame.index == 10:
+                assert np.array_equal(source.read(3).image, first_pass[3])
+                assert np.array_equal(source.read(17).image, first_pass[17])
+    assert len(second_pass) == 20
+    for index, (first, second) in enumerate(zip(first_pass, second_pass)):
+        assert np.array_equal(first, second), f"frame {index} differs between passes"
+
+
+def test_closed_source_still_reads(tmp_path, frames20):
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames20[:4], "libx264")
+    source = open_source(path)
+    expected = source.read(2).image
+    source.close()
+    assert np.array_equal(source.read(2).image, expected)
+
+
 def test_damaged_packet_keeps_timeline(tmp_path, frames20, caplog):
     path = tmp_path / "damaged.avi"
     write_video(path, frames20[:10], "mjpeg", pix_fmt="yuvj420p", options={"b": "8M"})

@@ -42,8 +42,9 @@ class SourceInfo:
     """Description of a whole source, independent of the selected range and stride.
 
     ``kind`` is ``"video"``, ``"folder"`` or ``"dicom"``. ``frame_count`` is counted
-    from the stream (demuxed packets, image files, or DICOM frames), never copied from a
-    header frame count. ``size`` is (H, W) in pixels after rotation. ``fps`` is the
+    from the data: demuxed video packets or image files, not a container's frame count.
+    For DICOM multi-frame images it is Number of Frames, which defines the layout of the
+    pixel data (frames missing from truncated data are yielded as missing). ``size`` is (H, W) in pixels after rotation. ``fps`` is the
     nominal frame rate, ``None`` when unknown. ``rotation_deg`` is the clockwise rotation
     in degrees (0, 90, 180 or 270) applied to the decoded pixels to make them upright.
     ``spacing_mm`` is the (row, column) pixel spacing in millimetres, ``None`` for

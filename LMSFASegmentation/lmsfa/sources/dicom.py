@@ -135,6 +135,12 @@ class _DicomVideoSource(VideoSource):
         self._dicom_timing = timing
         super().__init__(path, **kwargs)
 
+    @staticmethod
+    def _nominal_fps(stream) -> Optional[float]:
+        # Raw elementary streams carry no reliable rate (FFmpeg's raw H.264 demuxer
+        # assumes 25 fps), so only the DICOM attributes give the frame rate.
+        return None
+
     def timestamp_s(self, index: int) -> Optional[float]:
         dicom_time = self._dicom_timing(index)
         return dicom_time if dicom_time is not None else super().timestamp_s(index)

@@ -45,8 +45,8 @@ class _Timeline:
     """Frame order of a video stream, built by demuxing without decoding.
 
     ``pts`` contains the packet PTS values in ascending order (stream time base), or is
-    ``None`` when packets lack a PTS or repeat one (raw H.264 or MPEG-2 elementary
-    streams). Frames are then numbered in decoder output order. ``key_indices`` are the
+    ``None`` when packets lack a PTS or repeat one (a raw H.264 elementary stream has
+    none). Frames are then numbered in decoder output order. ``key_indices`` are the
     frame indices of keyframes, ascending.
     """
 
@@ -133,10 +133,10 @@ def _scan_timeline(container, stream, path: Path) -> _Timeline:
         key_indices = sorted(index_of[value] for value in key_pts)
         return _Timeline(len(pts), pts, key_indices, stream.time_base)
 
-    logger.info("%s has packets without unique timestamps; numbering frames in decoding order",
-                path)
-    # Without PTS the packet order is the presentation order only for streams without
-    # B-frames; seeking is then disabled and reads decode from the start.
+    logger.info("%s has packets without unique timestamps; numbering frames in decoder "
+                "output order", path)
+    # The decoder outputs frames in presentation order, one per packet, so counting its
+    # output numbers the frames. Seeking is impossible, and reads decode from the start.
     return _Timeline(len(packet_pts), None, [0], None)
 
 
@@ -212,7 +212,11 @@ class VideoSource(FrameSource):
             spacing_mm=spacing_mm,
             dicom=dicom,
         )
-        super().__init__(info, first, last, stride)
+        try:
+            super().__init__(info, first, last, stride)
+        except InputError:
+            self.close()
+            raise
         if self._rotation:
             logger.info("%s is stored rotated; rotating frames %d degrees clockwise", path,
                         self._rotation)
