@@ -9,9 +9,11 @@ frame, also listed on its own as "open_source ms". OpenCV's frames are BGR, lmsf
 upright RGB.
 
 Memory: the peak resident set size of a child process that streams an H.264 clip of
-N frames and one of 10 x N frames through ``open_source``; a streaming reader keeps it flat.
+N frames through ``open_source``, and of one that streams 10 x N frames. A streaming reader
+keeps the two equal.
 
-Usage: python benchmarks/bench_decode.py [--data ../shared/data] [--frames 60] [--repeats 3]
+Usage: python benchmarks/bench_decode.py [--data ../shared/data] [--frames 60] [--repeats 7]
+                                        [--long-frames 0]
 """
 
 from __future__ import annotations
