@@ -245,6 +245,22 @@ def test_damaged_packet_keeps_timeline(tmp_path, frames20, caplog):
     assert "frame 4 of" in caplog.text
 
 
+def test_truncated_matroska_keeps_its_frames(tmp_path, frames20):
+    path = tmp_path / "cut.mkv"
+    write_video(path, frames20, "ffv1", pix_fmt="bgr0")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with open_source(path) as source:
+        frames = list(source)
+        count = source.info.frame_count
+    assert 0 < count < 20
+    assert [frame.index for frame in frames] == list(range(count))
+    for original, frame in zip(frames20, frames):
+        if not frame.missing:
+            assert np.array_equal(frame.image, original)
+    assert sum(frame.missing for frame in frames) <= 1
+
+
 def test_unsupported_codec_is_named(tmp_path, frames20):
     path = tmp_path / "unknown.avi"
     write_video(path, frames20[:3], "mjpeg", pix_fmt="yuvj420p")

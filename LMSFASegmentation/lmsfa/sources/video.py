@@ -110,14 +110,12 @@ def _scan_timeline(container, stream, path: Path) -> _Timeline:
     """Demux every packet of ``stream`` once, without decoding, to build the timeline."""
     packet_pts: list[Optional[int]] = []
     key_pts: list[Optional[int]] = []
-    key_ordinals: list[int] = []
     try:
         for packet in container.demux(stream):
             if packet.size == 0 or packet.is_discard:
                 continue
             if packet.is_keyframe:
                 key_pts.append(packet.pts)
-                key_ordinals.append(len(packet_pts))
             packet_pts.append(packet.pts)
     except av.error.FFmpegError as error:
         # A damaged tail ends the scan; the frames before it stay readable.
@@ -280,8 +278,21 @@ class VideoSource(FrameSource):
             decoder.close()
 
     def _decode(self, container, stream) -> Iterator[av.VideoFrame]:
-        """Yield decoded frames in presentation order, skipping packets that fail to decode."""
-        for packet in container.demux(stream):
+        """Yield decoded frames in presentation order, skipping packets that fail to decode.
+
+        A demuxing error (damaged container data) ends the stream after the decoder has
+        returned the frames it buffered.
+        """
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as error:
+                logger.warning("demuxing %s failed, so the stream ends here: %s", self._path, error)
+                yield from self._flush(stream)
+                return
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as error:
@@ -289,6 +300,13 @@ class VideoSource(FrameSource):
                                packet.pts, error)
                 continue
             yield from frames
+
+    def _flush(self, stream) -> list[av.VideoFrame]:
+        try:
+            return stream.codec_context.decode(None)
+        except av.error.FFmpegError as error:
+            logger.warning("flushing the decoder of %s failed: %s", self._path, error)
+            return []
 
     def timestamp_s(self, index: int) -> Optional[float]:
         """Presentation time of frame ``index`` in seconds since the first frame."""
