@@ -75,8 +75,8 @@ def _timing(dataset: pydicom.Dataset) -> tuple[Callable[[int], Optional[float]],
     """Return a frame index to time (seconds) function and the nominal frame rate.
 
     Frame Time Vector (ms between consecutive frames, first value 0) gives variable
-    timing; otherwise Frame Time (ms per frame) or Cine Rate (frames per second) give a
-    constant rate. Without any of them times are ``None``.
+    timing. Without it, Frame Time (ms per frame) or Cine Rate (frames per second) gives
+    a constant rate, and without any of them times are ``None``.
     """
     vector = dataset.get("FrameTimeVector")
     if vector is not None and len(vector) > 0:
@@ -149,10 +149,10 @@ class _DicomVideoSource(VideoSource):
 class DicomFramesSource(FrameSource):
     """Frames of a single- or multi-frame DICOM image, decoded one at a time by pydicom.
 
-    Colour data (RGB, YBR) comes out as RGB; monochrome becomes 3 grey channels, with
-    MONOCHROME1 inverted so that higher values are brighter. Data of more than 8 bits is
-    mapped to 8 bits by ``window``, else the file's first VOI window (Window Center and
-    Width), else each frame's value range.
+    Colour data (RGB, YBR) comes out as RGB, and monochrome becomes 3 grey channels.
+    MONOCHROME1 is inverted, because its lowest value is meant to be displayed white.
+    Data of more than 8 bits is mapped to 8 bits by ``window``, else by the file's first
+    VOI window (Window Center and Width), else by each frame's value range.
     """
 
     def __init__(self, path: Path, header: pydicom.Dataset, *, first: int, last: Optional[int],
