@@ -1,4 +1,4 @@
-"""Post-processing on synthetic network outputs with known answers."""
+"""Post-processing on synthetic network outputs whose instances are known in advance."""
 
 from __future__ import annotations
 

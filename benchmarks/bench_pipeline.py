@@ -1,6 +1,6 @@
 """Benchmark the inference pipeline: post-processing alone, then the whole pipeline on a clip.
 
-1. Post-processing: ``postprocess`` on one network output that holds exactly K detections
+1. Post-processing: ``postprocess`` on one network output that contains exactly K detections
    (well-separated boxes of 24 to 160 input pixels, so NMS keeps all of them) with real
    prototypes from the network, frame size equal to the input size. Cases: 10 instances at
    640 and 30 instances at 512.

@@ -5,8 +5,8 @@ pixel coordinates, x to the right and y down, with the centre of pixel ``(i, j)`
 ``(j + 0.5, i + 0.5)``. A frame point ``x`` maps to the network input at
 ``x * scale_x + pad_left``. ``scale_x`` is the exact ratio ``resized_width / frame_width``
 (the resized image has a whole number of pixels, so ``scale_x`` and ``scale_y`` can differ
-slightly). When the total padding is odd, the extra pixel goes to the right or bottom side;
-the recorded ``pad_left`` and ``pad_top`` make the inverse exact either way.
+slightly). When the total padding is odd, the extra pixel goes to the right or bottom side.
+The inverse mappings use the recorded ``pad_left`` and ``pad_top``, so they stay exact.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Letterbox:
 
         The frame is scaled by ``min(H / h, W / w)`` (up or down) and centred. With
         ``rectangular=True`` each side of the input shrinks to the smallest multiple of
-        ``stride`` that holds the scaled frame, for example 1920x1080 into 640x640 gives a
+        ``stride`` that contains the scaled frame, for example 1920x1080 into 640x640 gives a
         640x384 input instead of 640x640, so less time goes into padding.
         """
         frame_h, frame_w = _check_size(frame_hw, "frame size")

@@ -4,9 +4,9 @@ Steps per image: confidence threshold on the best class of each anchor, class-aw
 non-maximum suppression (OpenCV's ``cv2.dnn.NMSBoxesBatched``), a cap on the number of
 detections, then one mask per detection from the prototype masks and its 32 coefficients.
 
-Masks are assembled in frame pixels directly: for each frame pixel whose centre lies in the
+Masks are assembled in frame pixels directly. For each frame pixel whose centre lies in the
 detection box, the mask logit (coefficients x prototypes) is sampled bilinearly at the
-matching prototype-grid position, and the pixel is set where the logit is above 0
+matching prototype-grid position. The pixel is set where the logit is above 0
 (probability above 0.5). Only the box region is interpolated, never the whole frame, and a
 box smaller than one pixel still gets the pixel under its centre, so instances of a few
 pixels survive. A detection whose mask has no pixel above 0 is dropped, because an empty
@@ -59,7 +59,7 @@ def postprocess(
     if pred.ndim != 3 or protos.ndim != 4 or pred.shape[0] != protos.shape[0]:
         raise InputError(f"expected pred (B, C, N) and protos (B, nm, h, w), got {pred.shape} and {protos.shape}")
     if len(letterboxes) != pred.shape[0]:
-        raise InputError(f"got {len(letterboxes)} letterboxes for a batch of {pred.shape[0]}")
+        raise InputError(f"expected one letterbox per image: got {len(letterboxes)} for a batch of {pred.shape[0]}")
     nm = protos.shape[1]
     nc = pred.shape[1] - 4 - nm
     if nc != len(class_table):

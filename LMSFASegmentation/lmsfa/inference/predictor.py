@@ -53,7 +53,7 @@ class Predictor:
     ``conf`` is the class-probability threshold, ``iou`` the NMS overlap threshold and
     ``max_det`` the maximum number of instances per frame. ``class_table`` (a
     :class:`ClassTable`, a list of names, a ``data.yaml`` or a class-table ``.json``) must
-    agree with the model's classes; it is required only for a module or ONNX file that
+    agree with the model's classes. It is required only for a module or ONNX file that
     carries no class names. ``rectangular`` shrinks the input to the frame's aspect ratio
     (stride 32) where the network accepts any size; ONNX graphs with a fixed size always
     use the full square. ``half`` runs PyTorch in fp16, which needs CUDA (``None``: fp16

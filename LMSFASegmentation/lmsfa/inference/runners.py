@@ -1,8 +1,8 @@
 """Network runners: the same batch in, the same two arrays out, on PyTorch or ONNX Runtime.
 
-Every runner takes a float32 (B, 3, H, W) batch of letterboxed RGB inputs in 0..1 and returns
-NumPy float32 ``(pred, protos)``: ``pred`` (B, 4 + nc + 32, N) with boxes (cx, cy, w, h) in
-input pixels, class probabilities and mask coefficients, and ``protos`` (B, 32, H / 4, W / 4).
+Every runner takes a float32 (B, 3, H, W) batch of letterboxed RGB inputs in 0..1. It returns
+NumPy float32 ``(pred, protos)``. ``pred`` is (B, 4 + nc + 32, N): boxes (cx, cy, w, h) in
+input pixels, class probabilities and mask coefficients. ``protos`` is (B, 32, H / 4, W / 4).
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ class OnnxRunner:
             )
         self.device = device
         self.path = path
+        self.num_threads = num_threads
 
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = {}
