@@ -362,7 +362,10 @@ def test_dicom_seg_references_source_video(clip, tmp_path):
         export_input = ResultsInput(results[1:], CLASSES, frames=frames, name="video", dicom=source.info.dicom)
         report = export("dicom-seg", export_input, tmp_path / "seg", source_dicom=source_path)
         kept = export("dicom-seg", export_input, tmp_path / "kept", source_dicom=source_path, empty_segments="keep")
+        # Without the file, the identifiers that the frame source read are enough.
+        export("dicom-seg", export_input, tmp_path / "identifiers")
     assert report.skipped_empty == 2
+    assert kept.skipped_empty == 0
     assert any("empty" in notice for notice in report.notices)
     for index in (1, 2):
         seg = pydicom.dcmread(tmp_path / "seg" / "segmentation" / f"video_{index:06d}.dcm")
@@ -376,6 +379,12 @@ def test_dicom_seg_references_source_video(clip, tmp_path):
         assert len(seg.SegmentSequence) == len(clip[index][2])
         with_empty = pydicom.dcmread(tmp_path / "kept" / "segmentation" / f"video_{index:06d}.dcm")
         assert len(with_empty.SegmentSequence) == len(clip[index][2]) + 1
+        from_identifiers = pydicom.dcmread(tmp_path / "identifiers" / "segmentation" / f"video_{index:06d}.dcm")
+        assert from_identifiers.StudyInstanceUID == dataset.StudyInstanceUID
+        video_items = [
+            i for i in from_identifiers.SourceImageSequence if i.ReferencedSOPInstanceUID == dataset.SOPInstanceUID
+        ]
+        assert [int(i.ReferencedFrameNumber) for i in video_items] == [index + 1]
 
 
 def test_overlay_video(scene_input, clip, tmp_path):
@@ -446,6 +455,9 @@ def test_frame_range_checks(scene_input, tmp_path):
         export("tiff", scene_input, tmp_path / "tiff")
     with pytest.raises(InputError, match="does not take"):
         export("coco", scene_input, tmp_path / "option", fps=3)
+    results = [FrameResult(0, None, (SIZE, SIZE), [])]
+    with pytest.raises(InputError, match="nothing to export"):
+        export("png", ResultsInput(results, CLASSES), tmp_path / "empty", first=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one"]
 
 

@@ -23,7 +23,7 @@ CLASS_TABLE_FILE = "classes.json"
 
 @dataclass
 class ExportReport:
-    """What an export wrote and what it could not keep.
+    """The outputs, counts and notices of one export, including what the format could not keep.
 
     Attributes:
         kind: the format name (``coco``, ``yolo``, ...).

@@ -10,7 +10,8 @@ mask grid. highdicom 0.28 builds a SEG over several frames only when the source
 images have a Frame of Reference, which video and secondary capture images lack, so
 each frame gets its own SEG and its own Secondary Capture reference.
 
-When the frames came from a DICOM file (``source_dicom``), the references and the SEGs
+When the frames came from a DICOM file (``source_dicom``, or the source identifiers
+of a :class:`~lmsfa.exports.ResultsInput`), the references and the SEGs
 join that file's patient and study. Each Secondary Capture image and each SEG then also
 reference the source instance and frame number. Without a DICOM source the references
 are created only on request (``create_references=True``), in a new study without
@@ -86,6 +87,19 @@ def _read_source(path: Path):
         raise InputError(f"cannot read the source DICOM file {path}: {error}") from error
 
 
+def _source_from_identifiers(identifiers: Optional[dict]):
+    """Build a header-only dataset from ``SourceInfo.dicom``, or return ``None`` when it names no instance."""
+    import pydicom
+
+    if not identifiers or not identifiers.get("SOPInstanceUID") or not identifiers.get("SOPClassUID"):
+        return None
+    dataset = pydicom.Dataset()
+    for keyword, value in identifiers.items():
+        if value is not None:
+            setattr(dataset, keyword, value)
+    return dataset
+
+
 def _reference_image(frame, source, study_uid: str, series_uid: str, number: int):
     """Build the Secondary Capture image of one frame, derived from ``source`` frame ``frame.index`` when given."""
     import highdicom as hd
@@ -110,9 +124,9 @@ def _reference_image(frame, source, study_uid: str, series_uid: str, number: int
         photometric_interpretation="RGB",
         bits_allocated=8,
         coordinate_system="PATIENT",
-        # NOTE: endoscopic frames have no patient orientation; "L" and "F" (image rows
-        # to the patient's left, columns to the feet) are placeholders that the
-        # Secondary Capture module requires for the PATIENT coordinate system.
+        # NOTE: endoscopic frames have no patient orientation. "L" and "F" (rows to the
+        # patient's left, columns to the feet) are placeholders, because highdicom
+        # requires an orientation for the PATIENT coordinate system.
         patient_orientation=("L", "F"),
         study_instance_uid=study_uid,
         series_instance_uid=series_uid,
@@ -148,7 +162,8 @@ def export_dicom_seg(
 
     Args:
         source_dicom: the DICOM file (video or multi-frame image) the frames came from.
-            Frame ``k`` of the export is frame number ``k + 1`` of that file.
+            Frame ``k`` of the export is frame number ``k + 1`` of that file. Without it,
+            the identifiers of ``export_input.dicom`` (``SourceInfo.dicom``) are used.
         create_references: create Secondary Capture references in a new study when there
             is no ``source_dicom``.
         empty_segments: ``"skip"`` leaves out instances with empty masks, ``"keep"``
@@ -167,7 +182,10 @@ def export_dicom_seg(
 
     if empty_segments not in EMPTY_SEGMENT_CHOICES:
         raise InputError(f"invalid empty_segments {empty_segments!r}: use one of {EMPTY_SEGMENT_CHOICES}")
-    source = _read_source(source_dicom) if source_dicom is not None else None
+    if source_dicom is not None:
+        source = _read_source(source_dicom)
+    else:
+        source = _source_from_identifiers(export_input.dicom)
     if source is None and not create_references:
         raise InputError(
             "a DICOM SEG must reference source images: give the DICOM file the frames came from "
@@ -180,7 +198,8 @@ def export_dicom_seg(
     report = ExportReport("dicom-seg", Path(output))
     total = export_input.count(first, last)
     concepts = _coded_concepts(export_input.class_table, report)
-    study_uid = source.StudyInstanceUID if source is not None else generate_uid()
+    study_uid = source.get("StudyInstanceUID") if source is not None else None
+    study_uid = study_uid or generate_uid()
     reference_series_uid, seg_series_uid = generate_uid(), generate_uid()
     algorithm = hd.AlgorithmIdentificationSequence(
         name="LMSF-A", version=__version__, family=codes.cid7162.ArtificialIntelligence
@@ -193,9 +212,9 @@ def export_dicom_seg(
         (folder / "references").mkdir()
         for position, frame in enumerate(export_input.frames(first, last)):
             progress.check_cancelled()
-            if source is not None and (int(source.Rows), int(source.Columns)) != tuple(frame.shape):
+            if source is not None and "Rows" in source and (int(source.Rows), int(source.Columns)) != tuple(frame.shape):
                 raise InputError(
-                    f"source DICOM {source_dicom} is {source.Columns}x{source.Rows}, but frame {frame.index} is "
+                    f"source DICOM {source.SOPInstanceUID} is {source.Columns}x{source.Rows}, but frame {frame.index} is "
                     f"{frame.shape[1]}x{frame.shape[0]}: give the DICOM file the frames came from"
                 )
             instances = frame.instances

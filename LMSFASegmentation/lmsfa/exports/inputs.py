@@ -1,4 +1,4 @@
-"""What an export reads: frames with their instances, from a scene or from inference results.
+"""Export inputs: frames with their instances, from a scene or from inference results.
 
 Two inputs share one interface, :class:`ExportInput`:
 
@@ -99,8 +99,8 @@ class ResultsInput(ExportInput):
     Args:
         results: one :class:`FrameResult` per frame, in increasing ``index`` order.
         frames: the matching frames, each a :class:`lmsfa.sources.Frame` or a uint8
-            (H, W, 3) RGB array, in the same order as ``results``; ``None`` when only the
-            masks are exported (COCO, PNG label maps, NIfTI and YOLO-seg labels need no image).
+            (H, W, 3) RGB array, in the same order as ``results``. Pass ``None`` to export
+            masks only, which COCO, YOLO-seg, PNG, NIfTI and ``.seg.nrrd`` allow.
         class_table: the model's classes.
         name: base name of the output files.
         spacing_mm: ``(column, row)`` pixel spacing in mm, or ``None``.
@@ -138,6 +138,7 @@ class ResultsInput(ExportInput):
         check_frame_range(first, last)
         images = iter(self._frames) if self._frames is not None else None
         previous = None
+        yielded = 0
         for result in self._results:
             image = None
             if images is not None:
@@ -160,6 +161,7 @@ class ResultsInput(ExportInput):
                         f"frame {result.index}: an instance mask of shape {np.shape(instance.mask)} does not match "
                         f"the frame shape {tuple(result.frame_shape)}"
                     )
+            yielded += 1
             yield ExportFrame(
                 index=int(result.index),
                 timestamp_s=result.timestamp_s,
@@ -167,6 +169,8 @@ class ResultsInput(ExportInput):
                 image=image,
                 instances=list(result.instances),
             )
+        if not yielded:
+            raise InputError(f"no frame result lies in the range {first}..{last}: there is nothing to export")
 
     @staticmethod
     def _next_image(images: Iterator[Any], result: FrameResult) -> np.ndarray:

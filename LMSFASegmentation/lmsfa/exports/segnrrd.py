@@ -27,10 +27,10 @@ logger = logging.getLogger(__name__)
 
 
 class _SegmentationBuilder:
-    """Turns the instances of a frame into a segmentation node with the real scene writer.
+    """Builder of one frame's segmentation node from its instances, with the scene writer.
 
     NOTE: the headless scene keeps every written frame until the export ends, as the
-    scene writer does for ``lmsfa segment``; memory grows with the number of frames.
+    scene writer does for ``lmsfa segment``. So memory grows with the number of frames.
     """
 
     def __init__(self, export_input: ExportInput):

@@ -4,7 +4,7 @@ Each label line is ``class x1 y1 x2 y2 ...``: the class index and one polygon, w
 divided by the image width and y by the height. The points are pixel indices of the
 mask's boundary pixels, which is how Ultralytics writes and reads polygons.
 
-A line holds one polygon without holes, so two kinds of instance change shape:
+A line contains one polygon without holes, so two kinds of instance change shape:
 
 - Holes are filled. Their pixels are counted in ``polygon_pixels_added``.
 - An instance of several separate parts stays one line: the parts are joined into one
@@ -45,7 +45,7 @@ def mask_polygon(mask: np.ndarray) -> np.ndarray:
     """
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     parts = [contour.reshape(-1, 2) for contour in contours]
-    parts.sort(key=lambda part: -cv2.contourArea(part.astype(np.float32)) - len(part) * 1e-6)
+    parts.sort(key=lambda part: (cv2.contourArea(part), len(part)), reverse=True)
     polygon = parts[0]
     for part in parts[1:]:
         polygon = _bridge(polygon, part)
