@@ -1,16 +1,16 @@
 """Ultralytics YOLO-seg data set: ``data.yaml``, ``images/<stem>.png`` and ``labels/<stem>.txt``.
 
 Each label line is ``class x1 y1 x2 y2 ...``: the class index and one polygon, with x
-divided by the image width and y by the height. The points are pixel indices of the
-mask's boundary pixels, which is how Ultralytics writes and reads polygons.
+divided by the image width and y by the height. The points are the pixel indices of
+the mask's boundary pixels, the convention that the project's YOLO-seg reader assumes.
 
 A line contains one polygon without holes, so two kinds of instance change shape:
 
 - Holes are filled. Their pixels are counted in ``polygon_pixels_added``.
-- An instance of several separate parts stays one line: the parts are joined into one
-  polygon by zero-width bridges, which go from the nearest point of the polygon so
-  far to the nearest point of the next part and back. Filling the polygon draws each
-  bridge as a one-pixel line, counted in ``polygon_pixels_added`` too.
+- An instance of several separate parts stays one line, because the parts are joined
+  into one polygon by zero-width bridges. A bridge runs from the nearest point of the
+  polygon so far to the nearest point of the next part, and back. Filling the polygon
+  draws each bridge as a one-pixel line, counted in ``polygon_pixels_added`` too.
 
 Every pixel that changes is measured by filling each polygon with OpenCV, as the
 project's YOLO-seg reader does, and comparing it with the mask.
