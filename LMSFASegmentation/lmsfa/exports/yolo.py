@@ -138,7 +138,10 @@ def export_yolo(
     if not export_input.has_images:
         report.notice("the input has no frames, so images/ is empty; copy the frames there before training")
     if holes:
-        report.notice(f"{holes} instances have holes, which the polygons fill")
+        report.notice(f"{holes} of {report.instances} instances have holes, which their polygons fill")
     if multi_part:
-        report.notice(f"{multi_part} instances have several parts, joined into one polygon each by one-pixel bridges")
+        report.notice(
+            f"{multi_part} of {report.instances} instances have several parts, joined into one polygon each "
+            "by one-pixel bridges"
+        )
     return report
