@@ -105,3 +105,13 @@ def test_cancel_keeps_partial_result(clip, model_file, tmp_path):
     assert browsers[0].GetAttribute("LMSFA.Complete") == "false"
     assert context.scene.GetFirstNodeByName("clip frames").GetNumberOfDataNodes() == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.partial.mrb"]
+
+
+def test_scene_names_all_model_classes(clip, model_file, tmp_path):
+    """Exports read the class table from the scene, also for classes with no instance."""
+    from lmsfa.exports import open_scene_bundle
+
+    out = tmp_path / "out"
+    assert main(segment_args(clip, out, model_file)) == 0
+    export_input = open_scene_bundle(out / "seq4_5fps.mrb")
+    assert export_input.class_table.names == VOCALFOLDS_CLASSES

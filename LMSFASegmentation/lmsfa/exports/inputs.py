@@ -27,7 +27,7 @@ from ..results import FrameResult, Instance
 
 logger = logging.getLogger(__name__)
 
-CLASS_TABLE_ATTRIBUTE = "LMSFA.ClassTable"
+CLASS_TABLE_ATTRIBUTE = "LMSFA.ClassTable"  # written by lmsfa.scene.writer.SequenceWriter
 """Optional node attribute with the JSON of ``ClassTable.to_dict()`` on a segmentation sequence."""
 
 

@@ -9,6 +9,7 @@ masks. Sequence index values are the frames' indices in their source.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -41,6 +42,9 @@ FRAME_INDEX_ATTRIBUTE = "LMSFA.FrameIndex"
 MODEL_ATTRIBUTE = "LMSFA.Model"
 ROLE_ATTRIBUTE = "LMSFA.Role"
 COMPLETE_ATTRIBUTE = "LMSFA.Complete"
+# JSON of ClassTable.to_dict() on the segmentation sequence, so exports name every class,
+# also those without a segment in any frame.
+CLASS_TABLE_ATTRIBUTE = "LMSFA.ClassTable"
 """Browser and sequence attribute: "false" until :meth:`SequenceWriter.finish`, so the
 saved scene of an interrupted run is marked as a partial result."""
 FRAMES_ROLE = "frames"
@@ -177,6 +181,7 @@ class SequenceWriter:
         scene = context.scene
         self.frame_sequence_node = self._add_sequence(slicer, f"{name} frames", FRAMES_ROLE)
         self.segmentation_sequence_node = self._add_sequence(slicer, f"{name} segmentation", SEGMENTATION_ROLE)
+        self.segmentation_sequence_node.SetAttribute(CLASS_TABLE_ATTRIBUTE, json.dumps(class_table.to_dict()))
 
         self.browser_node = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", name)
         self.browser_node.SetAttribute(MODEL_ATTRIBUTE, model_name)
