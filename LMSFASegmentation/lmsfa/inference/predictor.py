@@ -183,22 +183,22 @@ class Predictor:
         Frames of one input shape run together in batches of up to 16; frames may differ in
         size.
         """
-        prepared = []
+        geometries = []
         for position, image in enumerate(frames):
             _check_frame(image, position)
-            start = time.perf_counter()
-            geometry = self.fit_letterbox(image.shape[:2])
-            prepared.append((geometry, geometry.apply(image)))
-            self.stage_times["preprocess"] += time.perf_counter() - start
+            geometries.append(self.fit_letterbox(image.shape[:2]))
 
-        results: list[Optional[list[Instance]]] = [None] * len(prepared)
+        results: list[Optional[list[Instance]]] = [None] * len(geometries)
         by_shape: dict = {}
-        for position, (geometry, _) in enumerate(prepared):
+        for position, geometry in enumerate(geometries):
             by_shape.setdefault(geometry.input_hw, []).append(position)
         for positions in by_shape.values():
             for start in range(0, len(positions), PREDICT_CHUNK):
                 chunk = positions[start : start + PREDICT_CHUNK]
-                outputs = self._run_batch([prepared[p][1] for p in chunk], [prepared[p][0] for p in chunk])
+                begin = time.perf_counter()
+                tensors = [geometries[p].apply(frames[p]) for p in chunk]
+                self.stage_times["preprocess"] += time.perf_counter() - begin
+                outputs = self._run_batch(tensors, [geometries[p] for p in chunk])
                 for position, instances in zip(chunk, outputs):
                     results[position] = instances
         return results

@@ -3,6 +3,10 @@
 Every runner takes a float32 (B, 3, H, W) batch of letterboxed RGB inputs in 0..1. It returns
 NumPy float32 ``(pred, protos)``. ``pred`` is (B, 4 + nc + 32, N): boxes (cx, cy, w, h) in
 input pixels, class probabilities and mask coefficients. ``protos`` is (B, 32, H / 4, W / 4).
+
+NOTE: the CUDA paths (PyTorch fp16 and the ONNX Runtime CUDA provider) are written to the
+documented APIs but have not yet been run on a GPU; the tests cover them only up to device
+selection.
 """
 
 from __future__ import annotations
