@@ -4,7 +4,7 @@
 
 This is not the recorded accuracy protocol (input 512, 40 epochs, batch 8 with the
 recipe's accumulation to 64): it trains at 256x256 with an optimizer step per batch and
-AdamW, so that a from-scratch model becomes usable in about an hour on a 2-core CPU.
+AdamW, so that a from-scratch model becomes usable within an hour or so on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="the vocalfolds folder")
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and the log")
-    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--imgsz", type=int, default=256, help="square input size in pixels")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true")
