@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="output folder; the scene is written to OUTPUT/<input name>.mrb")
     parser.add_argument("--model", type=Path, default=None,
-                        help="LMSF-A checkpoint (.pt) or ONNX file (default: the bundled model)")
+                        help="LMSF-A checkpoint (.pt) or ONNX file (default: the bundled model, as ONNX "
+                             "unless --backend torch)")
     parser.add_argument("--sha256", default=None,
                         help="expected SHA-256 of --model; a mismatch stops before any work")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{output} already exists; pass --overwrite to replace it or choose another -o folder")
 
     if args.model is None:
-        model_path, expected = default_model("pt")
+        # ONNX Runtime is the faster CPU runtime; --backend torch picks the checkpoint.
+        model_path, expected = default_model("pt" if args.backend == "torch" else "onnx")
         if args.sha256:
             expected = args.sha256
     else:
