@@ -20,7 +20,7 @@ INDEX_FILE = "models.json"
 
 
 def bundled_models(models_dir: Optional[Path] = None) -> dict:
-    """The model index: ``{"default": name, "models": {name: {"file", "sha256", ...}}}``."""
+    """Read the model index ``{"default": name, "models": {name: {"file", "sha256", ...}}}``."""
     folder = Path(models_dir or MODELS_DIR)
     index = folder / INDEX_FILE
     if not index.is_file():

@@ -23,7 +23,7 @@ PARTIAL_SUFFIX = ".partial.mrb"
 
 @dataclass
 class SegmentSummary:
-    """What a segmentation run produced."""
+    """Output path, frame and instance counts and stage times of one segmentation run."""
 
     output: Path
     frames: int = 0

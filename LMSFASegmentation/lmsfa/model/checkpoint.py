@@ -1,7 +1,7 @@
 """LMSF-A checkpoint files: weights plus everything needed to use them safely.
 
 A checkpoint is a ``torch.save`` dictionary of plain types and tensors only, so it loads with
-``torch.load(weights_only=True)``; a file that needs arbitrary pickled objects is rejected
+``torch.load(weights_only=True)``. A file that needs arbitrary pickled objects is rejected
 before anything in it runs. Keys:
 
 - ``format`` (``"lmsfa-checkpoint"``) and ``format_version`` (int);

@@ -17,7 +17,7 @@ from .network import LMSFA
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    """All parameters, including frozen ones (the 16 DFL weights), as Ultralytics reports them."""
+    """Count all parameters, frozen ones included (the 16 DFL weights), as Ultralytics reports them."""
     return sum(p.numel() for p in model.parameters())
 
 
