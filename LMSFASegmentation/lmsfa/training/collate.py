@@ -72,12 +72,16 @@ class TransformedDataset(torch.utils.data.Dataset):
 
     ``rng`` is a ``numpy.random.Generator`` seeded from ``(seed, epoch, index)``, so that an
     epoch's augmentations are the same whether training runs straight or resumes.
-    Call :meth:`set_epoch` before each epoch.
+    ``loader(dataset, index, rng) -> sample``, when given, replaces ``dataset[index]``, for
+    augmentations that combine several images such as a mosaic. Call :meth:`set_epoch`
+    before each epoch.
     """
 
-    def __init__(self, dataset, transform: Optional[Callable] = None, seed: int = 0):
+    def __init__(self, dataset, transform: Optional[Callable] = None, seed: int = 0,
+                 loader: Optional[Callable] = None):
         self.dataset = dataset
         self.transform = transform
+        self.loader = loader
         self.seed = seed
         self.epoch = 0
 
@@ -88,8 +92,11 @@ class TransformedDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        sample = self.dataset[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.loader is not None:
+            sample = self.loader(self.dataset, index, rng)
+        else:
+            sample = self.dataset[index]
         if self.transform is None:
             return sample
-        rng = np.random.default_rng([self.seed, self.epoch, index])
         return self.transform(sample, rng)

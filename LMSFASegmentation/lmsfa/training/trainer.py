@@ -285,7 +285,9 @@ class Trainer:
 
     ``train_set`` and ``val_set`` are map-style data sets of samples (see
     :mod:`lmsfa.training.collate`) with a ``class_table``. ``augment(sample, rng) -> sample``
-    transforms a training sample (``rng`` is a seeded ``numpy.random.Generator``). Samples
+    transforms a training sample (``rng`` is a seeded ``numpy.random.Generator``).
+    ``sample_loader(dataset, index, rng) -> sample`` replaces ``dataset[index]`` where an
+    augmentation reads several images (a mosaic). Samples
     that are not at the input size yet are letterboxed with
     :func:`lmsfa.training.augment.letterbox_sample`. ``initial_weights`` is a checkpoint to
     fine-tune from. With ``resume=True`` the run continues from ``output_dir/last.state.pt``
@@ -299,6 +301,7 @@ class Trainer:
         output_dir: str | os.PathLike,
         val_set=None,
         augment: Optional[Callable] = None,
+        sample_loader: Optional[Callable] = None,
         initial_weights: Optional[str | os.PathLike] = None,
         resume: bool = False,
         progress: Progress = NULL_PROGRESS,
@@ -330,6 +333,7 @@ class Trainer:
         self.train_set = train_set
         self.val_set = val_set
         self.augment = augment
+        self.sample_loader = sample_loader
 
         self.device = torch.device(config.device)
         self.use_amp = bool(config.amp and self.device.type == "cuda")
@@ -487,7 +491,7 @@ class Trainer:
 
     def _loader(self, epoch: int):
         config = self.config
-        dataset = TransformedDataset(self.train_set, self._transform, seed=config.seed)
+        dataset = TransformedDataset(self.train_set, self._transform, seed=config.seed, loader=self.sample_loader)
         dataset.set_epoch(epoch)
         # The order depends only on (seed, epoch), so a resumed run gets the same batches.
         generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
