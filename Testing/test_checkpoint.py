@@ -183,3 +183,13 @@ def test_save_keeps_existing_file_on_failure(tmp_path, monkeypatch):
         save_checkpoint(path, LMSFA(1), ClassTable.from_names(["a"]), (640, 640))
     assert path.read_bytes() == b"previous model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_saved_file_mode_follows_umask(saved):
+    import os
+    import stat
+
+    _, path, _ = saved
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

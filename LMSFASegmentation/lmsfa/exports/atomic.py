@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError, LmsfaError
+from ..fileio import make_shareable
 
 
 def check_target(path: Path, overwrite: bool) -> Path:
@@ -63,6 +64,7 @@ def atomic_folder(path: Path, overwrite: bool) -> Iterator[Path]:
     old = None
     try:
         yield temp_folder
+        make_shareable(temp_folder, folder=True)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent)) / path.name
             os.replace(path, old)

@@ -28,6 +28,7 @@ import torch
 
 from ..classes import ClassTable
 from ..errors import CheckpointError
+from ..fileio import make_shareable
 from .network import LMSFA, SCALES
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

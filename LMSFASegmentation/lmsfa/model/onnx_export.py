@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..classes import ClassTable
+from ..fileio import make_shareable
 from .network import LMSFA
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def export_onnx(
         onnx.helper.set_model_props(onnx_model, props)
         onnx.checker.check_model(onnx_model)
         onnx.save(onnx_model, tmp)
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
