@@ -253,8 +253,19 @@ def test_label_values_stable_after_deleting_segments(clip, tmp_path, caplog):
             if segment_id.startswith("vocal_folds_"):
                 segmentation.RemoveSegment(segment_id)
 
-    # No class table given: the classes come from the segments' tags, which name the
+    # The writer stores the model's class table on the sequence, so every class keeps its
+    # label value although no "vocal folds" segment is left.
+    export("png", SceneInput(sequence, writer.frame_sequence_node), tmp_path / "stored")
+    table = json.loads((tmp_path / "stored" / "classes.json").read_text())
+    assert [entry["name"] for entry in table["classes"]] == CLASSES.names
+    assert [entry["label_value"] for entry in table["classes"]] == [1, 2, 3, 4, 5, 6]
+    labels = cv2.imread(str(tmp_path / "stored" / "labels" / "seq4_000001.png"), cv2.IMREAD_UNCHANGED)
+    assert (labels[clip[1][2][-1].mask] == TOOL + 1).all()
+    assert not (labels == 1).any()
+
+    # Without the stored table the classes come from the segments' tags, which name the
     # classes up to the highest class id present ("intubation" never occurs).
+    sequence.RemoveAttribute("LMSFA.ClassTable")
     export("png", SceneInput(sequence, writer.frame_sequence_node), tmp_path / "png")
     table = json.loads((tmp_path / "png" / "classes.json").read_text())
     assert [entry["name"] for entry in table["classes"]] == ["class 0"] + CLASSES.names[1:5]
@@ -262,13 +273,6 @@ def test_label_values_stable_after_deleting_segments(clip, tmp_path, caplog):
     assert "classes [0] have no segment" in caplog.text
     labels = cv2.imread(str(tmp_path / "png" / "labels" / "seq4_000001.png"), cv2.IMREAD_UNCHANGED)
     assert (labels[clip[1][2][-1].mask] == TOOL + 1).all()
-    assert not (labels == 1).any()
-
-    # A class table stored on the sequence names every class.
-    sequence.SetAttribute("LMSFA.ClassTable", json.dumps(CLASSES.to_dict()))
-    export("png", SceneInput(sequence, writer.frame_sequence_node), tmp_path / "stored")
-    table = json.loads((tmp_path / "stored" / "classes.json").read_text())
-    assert [entry["name"] for entry in table["classes"]] == CLASSES.names
 
 
 def test_seg_nrrd_round_trip(scene_input, clip, tmp_path):
