@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from lmsfa.classes import ClassInfo, ClassTable, SnomedCode
+from lmsfa.fileio import make_shareable
 from lmsfa.model import export_onnx, load_checkpoint, save_checkpoint, sha256_file
 from lmsfa.scene.context import TERMINOLOGY_FILE
 
@@ -51,6 +52,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
+    make_shareable(tmp)
     os.replace(tmp, path)
 
 
