@@ -91,7 +91,11 @@ class TrainConfig:
     val_max_det: int = 300
     val_batch_size: int = 4
     data: str = ""  # the training data set, recorded in checkpoints and used by resume
+    split: str = "train"
     val_data: str = ""
+    val_split: str = "val"
+    augment: str = "default"  # augmentation preset name, recorded for resume
+    mosaic: float = 0.0  # mosaic probability, recorded for resume
     initial_weights: str = ""  # checkpoint the run started from, if any
 
     def to_dict(self) -> dict:
