@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         val_set = open_dataset(config.val_data, config.val_split) if config.val_data else None
     else:
         if args.data is None:
-            raise InputError("give the training data (a COCO JSON, data.yaml, folder or .seg.nrrd files), or --resume")
+            raise InputError("missing training data: give a COCO JSON, data.yaml, folder or .seg.nrrd files, or use --resume")
         train_set = open_dataset(args.data, args.split)
         val_set, val_path = _open_validation(args, args.data)
         config = _build_config(args, args.data, val_path)

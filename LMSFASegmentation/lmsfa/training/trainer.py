@@ -487,10 +487,17 @@ class Trainer:
     def validate(self) -> dict:
         """Return COCO metrics of the EMA weights on the validation set."""
         config = self.config
+        done = len(self.history) * self.batches_per_epoch + self.batches_per_epoch
+        total = config.epochs * self.batches_per_epoch
+
+        def report(images_done, images_total, message):
+            # Keep the training counts, so that a progress bar does not jump to the image count.
+            self.progress.update(done, total, f"validating {images_done}/{images_total} images")
+
         return evaluate_model(
             self.ema.ema, self.val_set, config.input_size, self.class_table,
             batch_size=config.val_batch_size, conf=config.val_conf, iou=config.val_iou,
-            max_det=config.val_max_det, device=self.device, progress=self.progress,
+            max_det=config.val_max_det, device=self.device, progress=_NestedProgress(self.progress, report),
         )
 
     def _loader(self, epoch: int):
@@ -602,6 +609,17 @@ class Trainer:
                 group["momentum"] = momentum
             else:
                 group["betas"] = (momentum, group["betas"][1])
+
+
+class _NestedProgress(Progress):
+    """Progress of a sub-task: its own messages, the parent's cancel flag."""
+
+    def __init__(self, parent: Progress, callback):
+        super().__init__(callback)
+        self._parent = parent
+
+    def check_cancelled(self) -> None:
+        self._parent.check_cancelled()
 
 
 def _to_float(outputs):
