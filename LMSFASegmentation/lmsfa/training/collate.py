@@ -43,6 +43,8 @@ def collate_samples(samples: Sequence) -> dict:
     if height % 32 or width % 32:
         raise InputError(f"input size {(height, width)} must be a multiple of 32 in both axes")
 
+    # NOTE: a sample's ``ignore_mask`` (COCO iscrowd regions) is not batched, so the loss
+    # trains anchors inside crowd regions as background.
     images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 255.0
     batch_idx, classes, boxes, masks = [], [], [], []
     for index, sample in enumerate(samples):

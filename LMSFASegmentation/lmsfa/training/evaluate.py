@@ -98,6 +98,9 @@ def ground_truth_coco(samples_meta: list[dict], class_names: Sequence[str]) -> d
     ``samples_meta`` contains one dict per image with ``id``, ``height``, ``width``, ``file_name``
     and ``annotations``: a list of ``(class_index, box_xyxy, mask)`` with ``mask`` an (H, W)
     bool array. Category ids are class index + 1.
+
+    NOTE: every annotation gets ``iscrowd`` 0 because samples carry crowd regions only as
+    an ignore mask, so detections on crowd regions count as false positives.
     """
     images, annotations = [], []
     for image in samples_meta:
