@@ -466,9 +466,11 @@ def test_existing_output_kept_without_overwrite(scene_input, tmp_path):
         export("overlay", scene_input, video)
     assert video.read_bytes() == b"user video"
 
-    export("coco", scene_input, output, overwrite=True)
-    assert sorted(p.name for p in output.iterdir()) == ["annotations.json", "images"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "overlay.mp4"]
+    fresh = tmp_path / "coco-export"
+    export("coco", scene_input, fresh)
+    export("coco", scene_input, fresh, overwrite=True)
+    assert sorted(p.name for p in fresh.iterdir()) == [".lmsfa-export", "annotations.json", "images"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "coco-export", "overlay.mp4"]
 
 
 def test_cancel_leaves_no_output(scene_input, tmp_path):
@@ -512,3 +514,27 @@ def test_cli_export(bundle, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert cli_main(["export", str(bundle), "--format", "dicom-seg", "-o", str(tmp_path / "seg")]) == 1
     assert "--create-references" in capsys.readouterr().err
+
+
+def test_overwrite_keeps_user_folder(scene_input, tmp_path):
+    user_folder = tmp_path / "mydocs"
+    user_folder.mkdir()
+    (user_folder / "thesis.txt").write_text("three years of work")
+    with pytest.raises(InputError, match="no lmsfa export wrote"):
+        export("png", scene_input, user_folder, overwrite=True)
+    assert (user_folder / "thesis.txt").read_text() == "three years of work"
+
+    user_file = tmp_path / "notes"
+    user_file.write_text("keep me")
+    with pytest.raises(InputError, match="is a file"):
+        export("coco", scene_input, user_file, overwrite=True)
+    assert user_file.read_text() == "keep me"
+
+
+def test_overwrite_replaces_earlier_export(scene_input, tmp_path):
+    output = tmp_path / "png"
+    export("png", scene_input, output)
+    (output / "stale.txt").write_text("from the earlier run")
+    export("png", scene_input, output, overwrite=True)
+    assert not (output / "stale.txt").exists()
+    assert (output / "classes.json").is_file()

@@ -18,9 +18,14 @@ from ..errors import InputError, LmsfaError
 from ..fileio import make_shareable
 
 
+# Every folder an export writes contains this file. Overwriting replaces only folders that
+# have it, so ``--overwrite`` never deletes a folder of the user's own files.
+EXPORT_MARKER = ".lmsfa-export"
+
+
 def check_target(path: Path, overwrite: bool) -> Path:
     """Raise :class:`InputError` when ``path`` exists without ``overwrite`` or its folder is missing."""
-    path = Path(path)
+    path = Path(path).absolute()
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists: choose another output name or allow overwriting (--overwrite)")
     if not path.parent.is_dir():
@@ -52,18 +57,27 @@ def atomic_file(path: Path, overwrite: bool) -> Iterator[Path]:
 def atomic_folder(path: Path, overwrite: bool) -> Iterator[Path]:
     """Yield an empty temporary folder; it becomes ``path`` when the block succeeds.
 
-    With ``overwrite`` an existing ``path`` (file or folder) is moved aside first and
-    deleted after the new folder is in place. If the final move fails, the old output
+    With ``overwrite`` an existing export folder (one that contains :data:`EXPORT_MARKER`)
+    is moved aside first and deleted after the new folder is in place; any other existing
+    file or folder is never replaced. If the final move fails, the old output
     is moved back.
 
     Raises:
         InputError: see :func:`check_target`.
     """
     path = check_target(path, overwrite)
+    if path.is_file():
+        raise InputError(f"{path} is a file: give a folder name for this export format")
+    if path.is_dir() and not (path / EXPORT_MARKER).is_file():
+        raise InputError(
+            f"{path} is a folder that no lmsfa export wrote: --overwrite replaces only earlier export "
+            "folders, so choose a new output folder"
+        )
     temp_folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     old = None
     try:
         yield temp_folder
+        (temp_folder / EXPORT_MARKER).write_text("written by lmsfa export; replaced by --overwrite\n")
         make_shareable(temp_folder, folder=True)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent)) / path.name
