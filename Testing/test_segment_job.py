@@ -115,3 +115,13 @@ def test_scene_names_all_model_classes(clip, model_file, tmp_path):
     assert main(segment_args(clip, out, model_file)) == 0
     export_input = open_scene_bundle(out / "seq4_5fps.mrb")
     assert export_input.class_table.names == VOCALFOLDS_CLASSES
+
+
+def test_relative_paths(clip, model_file, tmp_path, monkeypatch):
+    """Paths relative to the working folder work for segmenting and for loading the result."""
+    from lmsfa.exports import open_scene_bundle
+
+    monkeypatch.chdir(tmp_path)
+    assert main(segment_args(clip, "out", model_file)) == 0
+    export_input = open_scene_bundle("out/seq4_5fps.mrb")
+    assert export_input.class_table.names == VOCALFOLDS_CLASSES

@@ -124,7 +124,7 @@ def save_scene_mrb(context: SceneContext, path: Path, overwrite: bool = False) -
     """
     import slicer
 
-    path = _check_suffix(path, ".mrb")
+    path = _check_suffix(Path(path).absolute(), ".mrb")
     commit_edits(context)
     start = time.perf_counter()
     with atomic_target(path, overwrite) as temp_path:
@@ -143,7 +143,8 @@ def load_scene_mrb(context: SceneContext, path: Path) -> list[Any]:
     """
     import slicer
 
-    path = Path(path)
+    # Slicer resolves the bundle's files against the scene URL, which must be absolute.
+    path = Path(path).absolute()
     if not path.is_file():
         raise InputError(f"scene bundle not found: {path}")
     before = {
