@@ -62,3 +62,16 @@ def test_export_onnx_keeps_existing_file(tmp_path, capsys):
     assert main(["export-onnx", str(ckpt), "-o", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"user file"
+
+
+@pytest.mark.parametrize("values", [["320", "320", "320"], ["64", "48"], ["0"]])
+def test_imgsz_checked(values, capsys):
+    assert main(["info", "--imgsz", *values]) == 1
+    assert "--imgsz" in capsys.readouterr().err
+
+
+def test_info_rejects_non_onnx_file(tmp_path, capsys):
+    fake = tmp_path / "fake.onnx"
+    fake.write_text("not a model")
+    assert main(["info", str(fake)]) == 1
+    assert "not a readable ONNX model" in capsys.readouterr().err

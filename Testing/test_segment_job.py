@@ -125,3 +125,29 @@ def test_relative_paths(clip, model_file, tmp_path, monkeypatch):
     assert main(segment_args(clip, "out", model_file)) == 0
     export_input = open_scene_bundle("out/seq4_5fps.mrb")
     assert export_input.class_table.names == VOCALFOLDS_CLASSES
+
+
+def test_failed_start_leaves_no_folder(clip, model_file, tmp_path, capsys):
+    out = tmp_path / "new" / "out"
+    assert main(segment_args(clip, out, model_file, "--conf", "2")) == 1
+    assert "conf" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_invalid_sha256_format(clip, model_file, tmp_path, capsys):
+    assert main(segment_args(clip, tmp_path / "out", model_file, "--sha256", "abc")) == 1
+    assert "invalid expected SHA-256 'abc'" in capsys.readouterr().err
+
+
+def test_interrupt_deferred_until_block_ends():
+    import os
+    import signal
+
+    from lmsfa.cli import deferred_interrupt
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append(True)
+    assert finished == [True]

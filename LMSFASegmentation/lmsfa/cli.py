@@ -8,9 +8,12 @@ packages (torch, vtk) inside ``run`` so that ``lmsfa --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from .errors import Cancelled, LmsfaError
 
@@ -23,6 +26,38 @@ COMMANDS = {
     "train": "train",
     "evaluate": "evaluate",
 }
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold back Ctrl+C until the block ends, then raise :class:`KeyboardInterrupt`.
+
+    For start-up steps that load native libraries (VTK, ONNX Runtime, torch): an interrupt
+    inside such an import can leave them half-initialised and crash the process.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def image_size(values: list[int], option: str = "--imgsz") -> tuple[int, int]:
+    """(height, width) from one value (square) or two; sides must be positive multiples of 32."""
+    from .errors import InputError
+
+    if len(values) not in (1, 2):
+        raise InputError(f"{option} takes one value (square) or two (height width), got {len(values)}: {values}")
+    size = (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+    if any(v < 32 or v % 32 for v in size):
+        raise InputError(f"{option} {' '.join(map(str, values))}: sides must be multiples of 32 of at least 32 pixels")
+    return size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except Cancelled as error:
         print(f"lmsfa {args.command}: {error}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"lmsfa {args.command}: interrupted; nothing was written", file=sys.stderr)
         return 130
     except LmsfaError as error:
         print(f"lmsfa {args.command}: error: {error}", file=sys.stderr)

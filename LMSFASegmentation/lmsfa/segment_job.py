@@ -42,17 +42,25 @@ def output_path_for(input_path: Path, output_folder: Path) -> Path:
 
 
 def check_output_folder(folder: Path) -> None:
-    """Create ``folder`` if needed and prove it is writable, before any work starts."""
-    folder = Path(folder)
+    """Check that ``folder`` can be created or written, without creating it.
+
+    The folder itself is created only when the result is saved, so a run that fails
+    before that leaves no empty folder behind.
+    """
+    folder = Path(folder).absolute()
     if folder.exists() and not folder.is_dir():
         raise InputError(f"output path {folder} is a file; give a folder with -o")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create the output folder {folder}: {existing} is a file; choose another -o")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lmsfa-write-test-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".lmsfa-write-test-"):
             pass
     except OSError as error:
-        raise InputError(f"cannot write to the output folder {folder}: {error.strerror or error}; "
-                         "choose a writable folder with -o") from error
+        raise InputError(f"cannot write to {existing}: {error.strerror or error}; choose a writable folder "
+                         "with -o") from error
 
 
 def segment_recording(
@@ -64,10 +72,12 @@ def segment_recording(
     batch_size: int = 1,
     progress: Optional[Progress] = None,
     sequence_name: Optional[str] = None,
+    context=None,
 ) -> SegmentSummary:
     """Run ``predictor`` over an open frame ``source`` and save the scene to ``output`` (.mrb).
 
     ``model_name`` goes into every segment's model tag (file name and SHA-256, say).
+    ``context`` is an empty :class:`lmsfa.scene.SceneContext`; a headless one by default.
 
     On cancel (``progress.cancel()``, or Ctrl+C in the CLI) the frames finished so far are
     saved to ``<output stem>.partial.mrb`` and :class:`Cancelled` is raised with that path;
@@ -83,7 +93,7 @@ def segment_recording(
     progress = progress or Progress()
     info = source.info
     name = sequence_name or output.name[: -len(".mrb")]
-    context = SceneContext.headless()
+    context = context or SceneContext.headless()
     # Sources give (row, column) spacing; the scene writer takes (column, row).
     spacing = None if info.spacing_mm is None else (info.spacing_mm[1], info.spacing_mm[0])
     writer = SequenceWriter(context, name, predictor.class_table, model_name=model_name, spacing_mm=spacing)
@@ -114,6 +124,7 @@ def segment_recording(
         summary.partial = True
         summary.output = unused_path(output.with_name(output.name[: -len(".mrb")] + PARTIAL_SUFFIX))
         if summary.frames:
+            output.parent.mkdir(parents=True, exist_ok=True)
             save_scene_mrb(context, summary.output)
             message = (f"cancelled after {summary.frames} of {len(source)} frames; the finished frames are in "
                        f"{summary.output} (a partial result)")
@@ -123,6 +134,7 @@ def segment_recording(
         raise Cancelled(message) from interruption
 
     writer.finish()
+    output.parent.mkdir(parents=True, exist_ok=True)
     tick = time.perf_counter()
     save_scene_mrb(context, output, overwrite=overwrite)
     summary.stage_seconds = dict(predictor.stage_times)

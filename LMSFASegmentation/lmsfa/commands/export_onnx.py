@@ -23,18 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cli import image_size
     from ..errors import InputError
     from ..model import export_onnx, load_checkpoint, sha256_file
 
     output = args.output or args.checkpoint.with_suffix(".onnx")
+    size = image_size(args.imgsz) if args.imgsz else None
     if output.exists() and not args.overwrite:
         raise InputError(f"{output} already exists; pass --overwrite to replace it or choose another -o path")
     model, meta = load_checkpoint(args.checkpoint, expected_sha256=args.sha256)
-    size = meta.input_size
-    if args.imgsz:
-        size = tuple(args.imgsz * 2 if len(args.imgsz) == 1 else args.imgsz[:2])
-    if any(v <= 0 or v % 32 for v in size):
-        raise InputError(f"--imgsz {list(size)}: sides must be positive multiples of 32")
+    size = size or meta.input_size
     try:
         export_onnx(model, output, size, dynamic=args.dynamic, opset=args.opset, class_table=meta.class_table,
                     metadata={"checkpoint_sha256": meta.sha256, "provenance": meta.provenance})

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import InputError
+    from ..cli import image_size
+    from ..errors import CheckpointError, InputError
     from ..model import LMSFA, load_checkpoint, read_onnx_metadata, verify_sha256
     from ..model.profile import model_summary
 
@@ -39,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"model file not found: {args.model}")
         info["file"] = str(args.model)
         info["sha256"] = verify_sha256(args.model, args.sha256)
-        info["onnx_metadata"] = read_onnx_metadata(args.model)
+        try:
+            info["onnx_metadata"] = read_onnx_metadata(args.model)
+        except Exception as error:  # onnx raises protobuf DecodeError and others for a bad file
+            raise CheckpointError(f"{args.model} is not a readable ONNX model: {error}") from error
     else:
         model, meta = load_checkpoint(args.model, expected_sha256=args.sha256)
         input_size = meta.input_size
@@ -53,11 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     if model is not None:
         if args.imgsz:
-            size = args.imgsz * 2 if len(args.imgsz) == 1 else args.imgsz[:2]
-            input_size = (size[0], size[1])
+            input_size = image_size(args.imgsz)
         input_size = input_size or (640, 640)
-        if any(v <= 0 or v % 32 for v in input_size):
-            raise InputError(f"--imgsz {list(input_size)}: sides must be positive multiples of 32")
         info.update(model_summary(model, input_size))
 
     if args.json:

@@ -37,11 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..cli import deferred_interrupt
     from ..default_model import default_model
     from ..errors import InputError
     from ..inference import Predictor
     from ..model import verify_sha256
     from ..progress import Progress
+    from ..scene import SceneContext
     from ..segment_job import check_output_folder, output_path_for, segment_recording
     from ..sources import open_source
 
@@ -67,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
     # Every input check runs before the model loads and before any frame is decoded.
     with open_source(args.input, first=args.first, last=args.last, stride=args.stride) as source:
         check_output_folder(args.output)
-        predictor = Predictor(model_path, device=args.device, backend=args.backend, conf=args.conf,
-                              iou=args.iou, max_det=args.max_det, expected_sha256=digest)
+        with deferred_interrupt():
+            predictor = Predictor(model_path, device=args.device, backend=args.backend, conf=args.conf,
+                                  iou=args.iou, max_det=args.max_det, expected_sha256=digest)
+            context = SceneContext.headless()  # loads VTK and the MRML libraries
         info = source.info
         print(f"input: {info.path} ({info.kind}, {info.frame_count} frames, {info.size[1]}x{info.size[0]}); "
               f"segmenting {len(source)} frames")
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             summary = segment_recording(source, predictor, output, model_name=f"{Path(model_path).name} "
                                         f"(SHA-256 {digest})", overwrite=args.overwrite,
-                                        batch_size=args.batch, progress=progress)
+                                        batch_size=args.batch, progress=progress, context=context)
         finally:
             bar.close()
 

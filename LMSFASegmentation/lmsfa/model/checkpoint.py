@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -61,6 +62,10 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 def verify_sha256(path: str | os.PathLike, expected: Optional[str]) -> str:
     """Compute the file's SHA-256 and, when ``expected`` is given, raise if it differs."""
+    if expected is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expected.strip()):
+        raise CheckpointError(
+            f"invalid expected SHA-256 {expected!r}: give the 64 hexadecimal digits that `sha256sum` prints"
+        )
     actual = sha256_file(path)
     if expected is not None and actual.lower() != expected.strip().lower():
         raise CheckpointError(
