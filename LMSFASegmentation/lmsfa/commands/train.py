@@ -221,8 +221,6 @@ def run(args: argparse.Namespace) -> int:
         val_set, val_path = _open_validation(args, args.data)
         config = _build_config(args, args.data, val_path)
 
-    bar = tqdm(total=None, unit="batch", dynamic_ncols=True, leave=True)
-
     def show(done, total, message):
         if total is not None and bar.total != total:
             bar.total = total
@@ -234,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         config, train_set, args.output, val_set=val_set, sample_loader=_sample_loader(config, train_set),
         initial_weights=None if args.resume else args.weights, resume=args.resume, progress=Progress(show),
     )
+    # Created after the trainer has checked its inputs, so that an error prints no empty bar.
+    bar = tqdm(total=None, unit="batch", dynamic_ncols=True, leave=True)
     try:
         result = trainer.fit()
     except KeyboardInterrupt as error:
