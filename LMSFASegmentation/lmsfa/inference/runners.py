@@ -56,7 +56,7 @@ def _cuda_unavailable(backend: str) -> InputError:
         fix = "install onnxruntime-gpu in place of onnxruntime"
     return InputError(
         f"device 'cuda' was requested for the {backend} backend, but CUDA is not available. "
-        f"Installed: {installed_accelerators()}. Use device='cpu' (or 'auto'), or {fix}"
+        f"Installed: {installed_accelerators()}. Use the CPU device ('cpu' or 'auto'), or {fix}"
     )
 
 
@@ -156,7 +156,7 @@ class OnnxRunner:
         if device.startswith("cuda") and CUDA_PROVIDER not in self.session.get_providers():
             raise InputError(
                 f"ONNX Runtime lists the CUDA provider but could not start it for {path} (CUDA or cuDNN "
-                f"libraries missing?). Installed: {installed_accelerators()}. Use device='cpu'"
+                f"libraries missing?). Installed: {installed_accelerators()}. Use the CPU device ('cpu')"
             )
         self.device = device
         self.path = path

@@ -89,7 +89,7 @@ def select_indices(
     elif last >= frame_count:
         raise InputError(
             f"last frame {last} is past the end of {path}, which has {frame_count} frames "
-            f"(indices 0 to {frame_count - 1}); use last=None to read to the end"
+            f"(indices 0 to {frame_count - 1}); leave the last frame unset to read to the end"
         )
     return range(first, last + 1, stride)
 
