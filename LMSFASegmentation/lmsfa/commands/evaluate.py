@@ -15,6 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="annotated data in any format `lmsfa train` reads (COCO JSON, YOLO-seg data.yaml, label-map "
              "folder, .seg.nrrd files)",
     )
+    parser.add_argument(
+        "--images", type=Path, default=None, metavar="DIR",
+        help="image folder that the file names of a COCO JSON in DATA are relative to (default: the folder "
+             "images/ beside the JSON file when it exists, else the JSON file's own folder)",
+    )
     parser.add_argument("--split", default="val", help="split of DATA to evaluate, where DATA has splits (default: val)")
     parser.add_argument(
         "--imgsz", type=int, nargs="+", default=None, metavar="PIXELS",
@@ -43,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import Progress
     from ..training.datasets import open_dataset
     from ..training.evaluate import evaluate_model, format_table, write_json
+    from .train import check_first_image, check_images_option
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,12 +58,17 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--imgsz takes one or two values (pixels), got {args.imgsz}")
         input_size = (args.imgsz[0], args.imgsz[-1])
 
+    if args.images is not None and not args.images.is_dir():
+        raise InputError(f"--images {args.images}: folder not found; give the folder that contains the COCO images")
+    dataset = open_dataset(args.data, args.split, image_root=args.images)
+    check_images_option(dataset, args.images, args.data)
+    check_first_image(dataset)
+
     predictor = Predictor(
         args.model, device=args.device, backend=args.backend, conf=args.conf, iou=args.iou,
         max_det=args.max_det, rectangular=False, input_size=input_size, expected_sha256=args.sha256,
         num_threads=args.threads,
     )
-    dataset = open_dataset(args.data, args.split)
     if dataset.class_table.names != predictor.class_table.names:
         raise InputError(
             f"the model's classes {predictor.class_table.names} differ from the data set's "

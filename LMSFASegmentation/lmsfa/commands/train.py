@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
+import math
+import os
+import signal
+import threading
 from pathlib import Path
+from typing import Optional
 
 HELP = "train or fine-tune LMSF-A on an instance-segmentation data set"
 
@@ -20,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training data: a COCO instance JSON, a YOLO-seg data.yaml or its folder, a data set "
              "description YAML, a label-map folder with a class table, or .seg.nrrd files "
              "(not needed with --resume)",
+    )
+    data.add_argument(
+        "--images", type=Path, default=None, metavar="DIR",
+        help="image folder that the file names of a COCO JSON in DATA are relative to, also for its validation "
+             "split (default: the folder images/ beside the JSON file when it exists, else the JSON file's own "
+             "folder); use it when the JSON file was copied away from its images",
     )
     data.add_argument("--split", default="train", help="split of DATA to train on, where DATA has splits (default: train)")
     data.add_argument(
@@ -67,6 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     machine.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA instead of mixed precision")
     machine.add_argument("--workers", type=int, default=0, help="data-loading worker processes; 0 loads in the main process (default: 0)")
     machine.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    machine.add_argument(
+        "--progress-json", action="store_true",
+        help="print progress as JSON lines on stdout instead of a progress bar, for programs that run "
+             "lmsfa train (see lmsfa.commands.train.parse_progress_line for the fields)",
+    )
 
     validation = parser.add_argument_group("validation")
     validation.add_argument("--val-interval", type=int, default=1, help="validate every this many epochs, and after the last (default: 1)")
@@ -87,18 +105,53 @@ def _open_validation(args, train_path: Path):
 
     Returns the data set (or None) and the path to record for resume ("" for none).
     """
-    from ..errors import InputError
     from ..training.datasets import open_dataset
 
     if args.no_val:
         return None, ""
     if args.val is not None:
-        return open_dataset(args.val, args.val_split), str(args.val)
+        dataset = open_dataset(args.val, args.val_split)
+        check_first_image(dataset, "the validation data")
+        return dataset, str(args.val)
     if not _has_split(train_path, args.val_split):
         logger.warning("no --val given and %s has no %r split: training without validation", train_path, args.val_split)
         return None, ""
-    dataset = open_dataset(train_path, args.val_split)
+    dataset = open_dataset(train_path, args.val_split, image_root=args.images)
+    check_first_image(dataset, "the validation split")
     return dataset, str(train_path)
+
+
+def check_first_image(dataset, role: str = "the data set") -> None:
+    """Raise :class:`InputError` when the first image of a COCO data set is not on disk.
+
+    A COCO file that was copied away from its images opens without error, because the
+    reader reads images only when a sample is loaded. Checking one image here turns a
+    failure during the first epoch into an error before training starts. Readers of the
+    other formats list the image files that exist, so they need no check.
+    """
+    from ..errors import InputError
+    from ..training.readers.coco import CocoDataset
+
+    if not isinstance(dataset, CocoDataset) or not dataset.images:
+        return
+    path = dataset.image_root / dataset.images[0]["file_name"]
+    if not path.is_file():
+        raise InputError(
+            f"image not found: {path}, the first image of {role} {dataset.json_path}. Its file names are "
+            f"read relative to {dataset.image_root}; give the folder that contains them with --images DIR"
+        )
+
+
+def check_images_option(dataset, images: Optional[Path], data: Path) -> None:
+    """Raise :class:`InputError` when ``--images`` is given for data that is not a COCO JSON file."""
+    from ..errors import InputError
+    from ..training.readers.coco import CocoDataset
+
+    if images is not None and not isinstance(dataset, CocoDataset):
+        raise InputError(
+            f"--images sets the image folder of COCO JSON data, but {data} is {type(dataset).__name__} data, "
+            "whose reader finds its images itself; leave out --images"
+        )
 
 
 def _has_split(path: Path, split: str) -> bool:
@@ -171,6 +224,7 @@ def _build_config(args, train_path: Path, val_path: str):
         val_conf=args.val_conf,
         val_max_det=args.val_max_det,
         data=str(train_path),
+        images=str(args.images) if args.images is not None else "",
         split=args.split,
         val_data=val_path,
         val_split=args.val_split,
@@ -195,58 +249,191 @@ def _sample_loader(config, train_set):
     return _AugmentLoader(augmenter, tuple(config.input_size))
 
 
-def run(args: argparse.Namespace) -> int:
+def progress_json_line(event: str, **fields) -> str:
+    """Return one ``--progress-json`` line: a JSON object with ``event`` and ``fields``, no newline."""
+    return json.dumps({"event": event, **fields}, ensure_ascii=True)
+
+
+def parse_progress_line(line: str) -> Optional[dict]:
+    """Parse one stdout line of ``lmsfa train --progress-json``, or return None for any other line.
+
+    Events and their fields:
+
+    - ``progress``: ``done`` (training batches finished over all epochs, int), ``total``
+      (batches of the whole run, int or null) and ``message`` (epoch and losses, or the
+      validation step, str). Validation keeps ``done`` at the end of its epoch.
+    - ``finished``: ``best_checkpoint`` and ``last_checkpoint`` (paths, str),
+      ``best_fitness`` (validation mask AP 0..1, or minus the training loss without
+      validation) and ``log`` (path of log.csv, str).
+
+    Errors and cancellation print no event: the process exits with status 1 (error) or
+    130 (cancelled) and writes the reason on stderr.
+    """
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or value.get("event") not in ("progress", "finished"):
+        return None
+    return value
+
+
+def _open_training_data(args):
+    """Open the training and validation sets and build the configuration, new or resumed."""
     import torch
-    from tqdm import tqdm
 
-    from ..errors import Cancelled, InputError
-    from ..progress import Progress
+    from ..errors import InputError
     from ..training.datasets import open_dataset
-    from ..training.trainer import STATE_FILE, TrainConfig, Trainer
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from ..training.trainer import STATE_FILE, TrainConfig
 
     if args.resume:
         state_path = args.output / STATE_FILE
         if not state_path.is_file():
             raise InputError(f"cannot resume: {state_path} not found; start a new run without --resume")
         config = TrainConfig.from_dict(torch.load(state_path, map_location="cpu", weights_only=True)["config"])
-        train_set = open_dataset(config.data, config.split)
-        val_set = open_dataset(config.val_data, config.val_split) if config.val_data else None
-    else:
-        if args.data is None:
-            raise InputError("missing training data: give a COCO JSON, data.yaml, folder or .seg.nrrd files, or use --resume")
-        train_set = open_dataset(args.data, args.split)
-        val_set, val_path = _open_validation(args, args.data)
-        config = _build_config(args, args.data, val_path)
+        # --images given with --resume replaces the recorded folder, for images that were moved.
+        image_root = args.images or (Path(config.images) if config.images else None)
+        train_set = open_dataset(config.data, config.split, image_root=image_root)
+        check_first_image(train_set, "the training data")
+        val_set = None
+        if config.val_data:
+            # The image folder applies to the validation split of the training data only.
+            val_root = image_root if config.val_data == config.data else None
+            val_set = open_dataset(config.val_data, config.val_split, image_root=val_root)
+            check_first_image(val_set, "the validation data")
+        return config, train_set, val_set
+
+    if args.data is None:
+        raise InputError("missing training data: give a COCO JSON, data.yaml, folder or .seg.nrrd files, or use --resume")
+    if args.images is not None and not args.images.is_dir():
+        raise InputError(f"--images {args.images}: folder not found; give the folder that contains the COCO images")
+    train_set = open_dataset(args.data, args.split, image_root=args.images)
+    check_images_option(train_set, args.images, args.data)
+    check_first_image(train_set, "the training data")
+    val_set, val_path = _open_validation(args, args.data)
+    config = _build_config(args, args.data, val_path)
+    return config, train_set, val_set
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import Cancelled
+    from ..progress import Progress
+    from ..training.trainer import LOG_FILE, Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config, train_set, val_set = _open_training_data(args)
+
+    bar = None
 
     def show(done, total, message):
+        if args.progress_json:
+            print(progress_json_line("progress", done=done, total=total, message=message), flush=True)
+            return
         if total is not None and bar.total != total:
             bar.total = total
         bar.n = done
         bar.set_description(message[:60], refresh=False)
         bar.refresh()
 
+    progress = Progress(show)
     trainer = Trainer(
         config, train_set, args.output, val_set=val_set, sample_loader=_sample_loader(config, train_set),
-        initial_weights=None if args.resume else args.weights, resume=args.resume, progress=Progress(show),
+        initial_weights=None if args.resume else args.weights, resume=args.resume, progress=progress,
     )
-    # Created after the trainer has checked its inputs, so that an error prints no empty bar.
-    bar = tqdm(total=None, unit="batch", dynamic_ncols=True, leave=True)
-    try:
-        result = trainer.fit()
-    except KeyboardInterrupt as error:
-        raise Cancelled(
-            f"interrupted; the checkpoints of the last finished epoch are in {args.output}. "
-            f"Continue with: lmsfa train --resume --output {args.output}"
-        ) from error
-    finally:
-        bar.close()
+    if not args.progress_json:
+        from tqdm import tqdm
 
+        # Created after the trainer has checked its inputs, so that an error prints no empty bar.
+        bar = tqdm(total=None, unit="batch", dynamic_ncols=True, leave=True)
+    resume_hint = (
+        f"the checkpoints of the last finished epoch are in {args.output}. "
+        f"Continue with: lmsfa train --resume --output {args.output}"
+    )
+    try:
+        with _cancel_on_sigterm(progress):
+            result = trainer.fit()
+    except KeyboardInterrupt as error:
+        raise Cancelled(f"interrupted; {resume_hint}") from error
+    except Cancelled as error:
+        raise Cancelled(f"stopped by a termination request; {resume_hint}") from error
+    finally:
+        if bar is not None:
+            bar.close()
+
+    log_path = args.output / LOG_FILE
+    if args.progress_json:
+        print(progress_json_line(
+            "finished", best_checkpoint=str(result.best_checkpoint), last_checkpoint=str(result.last_checkpoint),
+            best_fitness=result.best_fitness if math.isfinite(result.best_fitness) else None, log=str(log_path),
+        ), flush=True)
+        return 0
     print(f"best checkpoint: {result.best_checkpoint}")
     print(f"last checkpoint: {result.last_checkpoint}")
     if val_set is not None:
         print(f"best validation mask AP (IoU 0.50:0.95): {100 * result.best_fitness:.1f}")
-    print(f"log: {args.output / 'log.csv'}")
+    print(f"log: {log_path}")
     return 0
+
+
+@contextlib.contextmanager
+def _cancel_on_sigterm(progress):
+    """Turn SIGTERM into a cancel request, so that training stops after the current batch.
+
+    Programs that run ``lmsfa train`` (the Slicer module) stop it this way. Without the
+    handler, SIGTERM would end the process at once. The checkpoints are safe either way,
+    because every file is written to a temporary name and renamed, but a stop between
+    batches also leaves no temporary file behind. Only the main thread can set signal
+    handlers. On Windows, ``Popen.terminate`` ends the process without a signal, so the
+    handler is installed only on POSIX systems.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM") or os.name == "nt":
+        yield
+        return
+
+    def request_cancel(signum, frame):
+        logger.info("termination requested: stopping after the current batch")
+        progress.cancel()
+
+    previous = signal.signal(signal.SIGTERM, request_cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def training_command(
+    python: str,
+    annotations: Path,
+    output: Path,
+    weights: Optional[Path],
+    epochs: int,
+    image_size: int,
+    batch_size: int,
+    device: str = "auto",
+) -> list[str]:
+    """Return the argument list that runs ``lmsfa train`` with ``--progress-json`` in another process.
+
+    ``python`` is the interpreter to run (``PythonSlicer`` in Slicer), ``annotations`` a
+    COCO JSON file with its ``images/`` folder beside it, ``image_size`` the square input
+    size in pixels. The run has no validation set, so ``best.pt`` is the epoch with the
+    lowest training loss.
+    """
+    command = [
+        str(python), "-m", "lmsfa.cli", "train", str(annotations),
+        "--output", str(output),
+        "--epochs", str(int(epochs)),
+        "--imgsz", str(int(image_size)),
+        "--batch", str(int(batch_size)),
+        "--device", device,
+        "--no-val",
+        "--progress-json",
+    ]
+    if weights is not None:
+        command += ["--weights", str(weights)]
+    return command

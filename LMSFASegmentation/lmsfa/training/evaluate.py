@@ -23,6 +23,7 @@ import torch
 
 from ..classes import ClassTable
 from ..errors import InputError
+from ..fileio import make_shareable
 from ..inference.letterbox import letterbox
 from ..inference.postprocess import postprocess
 from ..progress import NULL_PROGRESS, Progress
@@ -281,6 +282,7 @@ def write_json(data: dict, path: str | os.PathLike) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -41,6 +41,7 @@ from torch import nn
 
 from ..classes import ClassTable
 from ..errors import CheckpointError, InputError, LmsfaError
+from ..fileio import make_shareable
 from ..model import LMSFA
 from ..model.checkpoint import atomic_torch_save, read_checkpoint_file, save_checkpoint
 from ..progress import NULL_PROGRESS, Progress
@@ -91,6 +92,7 @@ class TrainConfig:
     val_max_det: int = 300
     val_batch_size: int = 4
     data: str = ""  # the training data set, recorded in checkpoints and used by resume
+    images: str = ""  # image folder of COCO data when not the default, used by resume
     split: str = "train"
     val_data: str = ""
     val_split: str = "val"
@@ -345,7 +347,13 @@ class Trainer:
 
         self.model = LMSFA(len(self.class_table)).to(self.device)
         if state is None and config.initial_weights:
-            load_initial_weights(self.model, config.initial_weights, self.class_table)
+            initial = load_initial_weights(self.model, config.initial_weights, self.class_table)
+            if initial["class_table"].names == self.class_table.names:
+                # Data sets such as COCO files store only class names, so the colours and
+                # terminology codes of the fine-tuned model come from its starting checkpoint.
+                self.class_table = initial["class_table"]
+        elif state is not None:
+            self.class_table = ClassTable.from_dict(state["class_table"])
         self.model.to(self.device)
         self.loss = SegmentationLoss(len(self.class_table), strides=self.model.stride.tolist())
 
@@ -657,6 +665,7 @@ def write_log(history: list[dict], path: Path) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(buffer.getvalue())
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
