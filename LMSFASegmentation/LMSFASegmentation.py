@@ -19,6 +19,9 @@ import importlib.util
 import logging
 import os
 import queue
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -63,6 +66,12 @@ POLL_INTERVAL_MS = 30
 POLL_BUDGET_S = 0.04
 RESULT_QUEUE_SIZE = 8
 """Frames waiting for the scene writer; the worker blocks when the queue is full, which keeps memory constant."""
+
+TRAINING_DATA_FOLDER = "corrected_frames_coco"
+"""Sub-folder of the training output folder that receives the COCO export; kept so that the run can be resumed."""
+TRAINING_STOP_TIMEOUT_S = 120
+"""Seconds that a cancelled training process gets to finish its batch before it is killed."""
+STDERR_LINES_KEPT = 40
 
 
 def moduleResourcePath(relativePath: str) -> Path:
@@ -140,6 +149,24 @@ class SegmentationRequest:
         return path.stem if path.is_file() else path.name
 
 
+@dataclasses.dataclass
+class TrainingRequest:
+    """The inputs of one fine-tuning run on corrected frames.
+
+    ``browserNode`` is the ``vtkMRMLSequenceBrowserNode`` that synchronises the frame and
+    segmentation sequences. ``modelPath`` is the PyTorch checkpoint (.pt) to fine-tune.
+    ``imageSize`` is the square network input size in pixels, a multiple of 32.
+    """
+
+    browserNode: object
+    modelPath: str
+    outputFolder: str
+    epochs: int = 20
+    imageSize: int = 640
+    batchSize: int = 4
+    device: str = "auto"
+
+
 #
 # LMSFASegmentationWidget
 #
@@ -153,6 +180,7 @@ class LMSFASegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         VTKObservationMixin.__init__(self)
         self.logic = None
         self.job = None
+        self.trainingJob = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -195,6 +223,7 @@ class LMSFASegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.inputNodeSelector.currentNodeChanged.connect(self.updateGUI)
         self.ui.modelPathLineEdit.currentPathChanged.connect(self.updateGUI)
         self.ui.applyButton.clicked.connect(self.onApplyButton)
+        self.setupTraining()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
 
@@ -205,6 +234,9 @@ class LMSFASegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.job is not None:
             self.job.abandon()
             self.job = None
+        if self.trainingJob is not None:
+            self.trainingJob.cancel()
+            self.trainingJob = None
         self.removeObservers()
 
     def onSceneStartClose(self, caller, event) -> None:
@@ -232,6 +264,7 @@ class LMSFASegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def updateGUI(self, *unused) -> None:
         """Enable the widgets that fit the current choices, and show the model's SHA-256."""
         running = self.job is not None
+        self.updateTrainingGUI()
         self.ui.videoFilePathLineEdit.enabled = self.ui.videoFileRadioButton.checked and not running
         self.ui.frameFolderPathLineEdit.enabled = self.ui.frameFolderRadioButton.checked and not running
         self.ui.inputNodeSelector.enabled = self.ui.sceneNodeRadioButton.checked and not running
@@ -312,6 +345,109 @@ class LMSFASegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.updateGUI()
         if job.status == SegmentationJob.FAILED:
             slicer.util.errorDisplay(f"Segmentation failed: {job.error}", detailedText=job.errorDetails)
+        if job.writer is not None:
+            self.ui.trainingBrowserSelector.setCurrentNode(job.writer.browser_node)
+
+    # Training on corrected frames
+
+    def setupTraining(self) -> None:
+        self.ui.trainingOutputPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Writable
+        self.ui.trainingOutputPathLineEdit.settingKey = "LMSFASegmentation/TrainingOutputFolder"
+        self.ui.trainingProgressBar.hide()
+        self.ui.trainingBrowserSelector.currentNodeChanged.connect(self.updateTrainingGUI)
+        self.ui.trainingOutputPathLineEdit.currentPathChanged.connect(self.updateTrainingGUI)
+        self.ui.trainButton.clicked.connect(self.onTrainButton)
+        self.updateTrainingGUI()
+
+    def updateTrainingGUI(self, *unused) -> None:
+        """Enable the Train button when a browser, a .pt model and an output folder are chosen."""
+        training = self.trainingJob is not None
+        # The segmentation sequence grows during a segmentation run, so training waits for its end.
+        self.ui.trainingCollapsibleButton.enabled = training or self.job is None
+
+        for widget in (
+            self.ui.trainingBrowserSelector,
+            self.ui.trainingEpochsSpinBox,
+            self.ui.trainingImageSizeSpinBox,
+            self.ui.trainingBatchSizeSpinBox,
+            self.ui.trainingOutputPathLineEdit,
+        ):
+            widget.enabled = not training
+        if training:
+            self.ui.trainButton.text = "Cancel"
+            self.ui.trainButton.enabled = True
+            return
+
+        self.ui.trainButton.text = "Train"
+        modelPath = self.selectedModelPath()
+        problems = []
+        if self.ui.trainingBrowserSelector.currentNode() is None:
+            problems.append("select the sequence browser of the corrected frames")
+        if modelPath is None or modelPath.suffix.lower() != ".pt" or not modelPath.is_file():
+            problems.append("select a PyTorch checkpoint (.pt) as the model to fine-tune")
+        if not self.ui.trainingOutputPathLineEdit.currentPath:
+            problems.append("choose an output folder")
+        self.ui.trainButton.enabled = not problems
+        self.ui.trainButton.toolTip = (
+            "Fine-tune the selected model on the corrected frames in a background process."
+            if not problems else "To train: " + "; ".join(problems) + "."
+        )
+
+    def buildTrainingRequest(self) -> "TrainingRequest":
+        return TrainingRequest(
+            browserNode=self.ui.trainingBrowserSelector.currentNode(),
+            modelPath=str(self.selectedModelPath()),
+            outputFolder=self.ui.trainingOutputPathLineEdit.currentPath,
+            epochs=int(self.ui.trainingEpochsSpinBox.value),
+            imageSize=int(self.ui.trainingImageSizeSpinBox.value),
+            batchSize=int(self.ui.trainingBatchSizeSpinBox.value),
+            device=DEVICE_CHOICES[self.ui.deviceComboBox.currentText],
+        )
+
+    def onTrainButton(self) -> None:
+        if self.trainingJob is not None:
+            self.ui.trainingStatusLabel.text = "Cancelling after the current batch..."
+            self.trainingJob.cancel()
+            return
+
+        with slicer.util.tryWithErrorDisplay("Failed to start training.", waitCursor=True):
+            request = self.buildTrainingRequest()
+            if not self.logic.ensureDependencies(askConfirmation=True):
+                self.ui.trainingStatusLabel.text = "Python packages are missing: training needs them installed."
+                return
+            self.ui.trainingOutputPathLineEdit.addCurrentPathToHistory()
+            self.ui.trainingStatusLabel.text = "Exporting the corrected frames..."
+            slicer.app.processEvents()
+            self.trainingJob = self.logic.startTraining(
+                request, onProgress=self.onTrainingProgress, onFinished=self.onTrainingFinished
+            )
+            self.ui.trainingProgressBar.setRange(0, 0)
+            self.ui.trainingProgressBar.show()
+            self.ui.trainingStatusLabel.text = "Starting the training process..."
+            self.updateTrainingGUI()
+
+    def onTrainingProgress(self, done: int, total: Optional[int], message: str) -> None:
+        if total:
+            self.ui.trainingProgressBar.setRange(0, total)
+            self.ui.trainingProgressBar.setValue(done)
+        self.ui.trainingStatusLabel.text = message
+
+    def onTrainingFinished(self, job: "TrainingJob") -> None:
+        self.trainingJob = None
+        self.ui.trainingProgressBar.hide()
+        self.ui.trainingStatusLabel.text = job.summary()
+        self.updateTrainingGUI()
+        if job.status == TrainingJob.FAILED:
+            slicer.util.errorDisplay(f"Training failed: {job.error}", detailedText=job.errorDetails)
+            return
+        if job.status == TrainingJob.FINISHED and job.bestCheckpoint is not None:
+            if slicer.util.confirmYesNoDisplay(
+                f"Training finished. Use the new model {job.bestCheckpoint} for the next segmentation run?",
+                windowTitle="Use the trained model",
+            ):
+                self.ui.localModelRadioButton.checked = True
+                self.ui.modelPathLineEdit.currentPath = str(job.bestCheckpoint)
+                self.updateGUI()
 
 
 #
@@ -508,6 +644,81 @@ class LMSFASegmentationLogic(ScriptedLoadableModuleLogic):
         thread. Call :meth:`ensureDependencies` first.
         """
         job = SegmentationJob(self.sceneContext(), request, onProgress, onFinished)
+        job.start()
+        return job
+
+    def exportTrainingData(self, browserNode, folder: Path) -> Path:
+        """Write the browser's frames and segmentations as a COCO data set into ``folder``.
+
+        Edits of the proxy segmentation are copied into the sequence first, so the frame
+        that is shown in Segment Editor is exported as corrected. Returns the path of the
+        COCO annotation file; the frames are PNG files in ``images/`` beside it.
+        """
+        from lmsfa.exports import SceneInput, export, find_sequences
+        from lmsfa.exports.coco import ANNOTATIONS_FILE
+        from lmsfa.scene import commit_edits
+
+        context = self.sceneContext()
+        commit_edits(context, browserNode)
+        segmentationSequence, frameSequence = find_sequences(context, browserNode.GetName())
+        if frameSequence is None:
+            raise ValueError(
+                f"sequence browser {browserNode.GetName()} has no frame sequence: training needs the frames "
+                "with their segmentations"
+            )
+        # overwrite=True replaces only a folder that an earlier export wrote, never user files.
+        report = export("coco", SceneInput(segmentationSequence, frameSequence), folder, overwrite=True)
+        logger.info("exported %d frames with %d instances for training to %s",
+                    len(report.frame_indices), report.instances, folder)
+        if report.instances == 0:
+            raise ValueError(
+                f"the segmentations of {browserNode.GetName()} contain no instance: correct at least one frame "
+                "before training"
+            )
+        return Path(folder) / ANNOTATIONS_FILE
+
+    def startTraining(
+        self,
+        request: TrainingRequest,
+        onProgress: Optional[Callable[[int, Optional[int], str], None]] = None,
+        onFinished: Optional[Callable[["TrainingJob"], None]] = None,
+    ) -> "TrainingJob":
+        """Export the corrected frames, then start ``lmsfa train`` in a background process.
+
+        The COCO export goes to ``<outputFolder>/corrected_frames_coco`` and stays there, so
+        that ``lmsfa train --resume --output <outputFolder>`` can continue a cancelled run.
+        ``onProgress(done, total, message)`` and ``onFinished(job)`` are called on the main
+        thread. Raises ValueError for invalid inputs before anything is written.
+        """
+        from lmsfa.commands.train import training_command
+
+        modelPath = Path(request.modelPath)
+        if modelPath.suffix.lower() != ".pt":
+            raise ValueError(
+                f"cannot fine-tune {modelPath.name}: training needs a PyTorch checkpoint (.pt), not an ONNX export. "
+                "Choose a .pt model."
+            )
+        if not modelPath.is_file():
+            raise ValueError(f"model file not found: {modelPath}. Choose an existing .pt checkpoint.")
+        if request.browserNode is None:
+            raise ValueError("no sequence browser selected: choose the browser of the corrected frames.")
+        if not request.outputFolder:
+            raise ValueError("no output folder chosen: choose a new folder for the checkpoints.")
+        outputFolder = Path(request.outputFolder)
+        existing = [name for name in ("best.pt", "last.pt", "last.state.pt") if (outputFolder / name).exists()]
+        if existing:
+            raise ValueError(
+                f"{outputFolder} already contains a training run ({', '.join(existing)}): choose a new output folder "
+                "so that its checkpoints are kept."
+            )
+        outputFolder.mkdir(parents=True, exist_ok=True)
+        annotations = self.exportTrainingData(request.browserNode, outputFolder / TRAINING_DATA_FOLDER)
+
+        command = training_command(
+            pythonExecutable(), annotations, outputFolder, modelPath, request.epochs, request.imageSize,
+            request.batchSize, request.device,
+        )
+        job = TrainingJob(command, outputFolder, onProgress, onFinished)
         job.start()
         return job
 
@@ -831,6 +1042,168 @@ class SegmentationJob:
         self._put((self.FINISHED, dict(predictor.stage_times)))
 
 
+def pythonExecutable() -> str:
+    """Return the Python interpreter for background processes: Slicer's PythonSlicer, else this one.
+
+    PythonSlicer, in Slicer's ``bin`` folder, runs Python with the packages installed in
+    Slicer. Outside Slicer (scripts, tests) it is not on the PATH, and ``sys.executable``
+    is used.
+    NOTE: the module has not been run in a real Slicer yet, so the PATH lookup in Slicer
+    is unverified.
+    """
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+class TrainingJob:
+    """One ``lmsfa train`` process, its progress and its outcome.
+
+    The process prints one JSON object per progress update on stdout
+    (``lmsfa train --progress-json``). A reader thread parses those lines into a queue,
+    and a QTimer on the main thread passes them to ``onProgress``. ``cancel`` sends
+    SIGTERM, which ``lmsfa train`` turns into a stop after the current batch, and kills
+    the process after TRAINING_STOP_TIMEOUT_S. On Windows, ``terminate`` ends the process
+    at once. The checkpoints of the last finished epoch stay in the output folder either
+    way, because the trainer writes each file under a temporary name and renames it.
+    ``status`` is one of RUNNING, FINISHED, CANCELLED and FAILED.
+    """
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    def __init__(self, command: list, outputFolder: Path, onProgress=None, onFinished=None) -> None:
+        self.command = command
+        self.outputFolder = Path(outputFolder)
+        self.onProgress = onProgress
+        self.onFinished = onFinished
+        self.status = self.RUNNING
+        self.error = ""
+        self.errorDetails = ""
+        self.bestCheckpoint = None
+        self.startTime = None
+        self.elapsedSeconds = 0.0
+        self._process = None
+        self._events = queue.Queue()
+        self._stderrLines = []
+        self._readers = []
+        self._cancelRequestedAt = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self._poll)
+
+    def start(self) -> None:
+        self.startTime = time.perf_counter()
+        environment = dict(os.environ)
+        # The lmsfa package lives next to this file, which is not on the child's path by default.
+        paths = [str(MODULE_DIR)] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+        environment["PYTHONPATH"] = os.pathsep.join(paths)
+        logger.info("training started: %s", subprocess.list2cmdline(self.command))
+        self._process = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True, encoding="utf-8", errors="replace", env=environment,
+        )
+        self._readers = [
+            threading.Thread(target=self._readStdout, name="LMSFATrainingStdout", daemon=True),
+            threading.Thread(target=self._readStderr, name="LMSFATrainingStderr", daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        self._timer.start()
+
+    def cancel(self) -> None:
+        """Ask the process to stop after its current batch; it is killed if it does not stop in time."""
+        if self._process is None or self._process.poll() is not None or self._cancelRequestedAt is not None:
+            return
+        self._cancelRequestedAt = time.perf_counter()
+        self._process.terminate()
+
+    def wait(self, timeoutSeconds: Optional[float] = None) -> str:
+        """Process Qt events until the process ends, and return the status (for scripts and tests).
+
+        After ``timeoutSeconds`` the run is cancelled, and the wait continues until it stops.
+        """
+        deadline = None if timeoutSeconds is None else time.perf_counter() + timeoutSeconds
+        while self.status == self.RUNNING:
+            if deadline is not None and time.perf_counter() > deadline:
+                self.cancel()
+                deadline = None
+            slicer.app.processEvents(qt.QEventLoop.AllEvents, POLL_INTERVAL_MS)
+            time.sleep(0.02)
+        return self.status
+
+    def summary(self) -> str:
+        """Return a one-line description of the outcome for the status label."""
+        if self.status == self.FINISHED:
+            return f"Training finished in {self.elapsedSeconds / 60:.1f} min; best model: {self.bestCheckpoint}"
+        if self.status == self.CANCELLED:
+            return f"Training cancelled; the checkpoints of the last finished epoch are in {self.outputFolder}."
+        if self.status == self.FAILED:
+            return f"Training failed: {self.error}"
+        return "Training..."
+
+    # Reader threads: no Qt calls here.
+
+    def _readStdout(self) -> None:
+        from lmsfa.commands.train import parse_progress_line
+
+        for line in self._process.stdout:
+            event = parse_progress_line(line)
+            if event is not None:
+                self._events.put(event)
+
+    def _readStderr(self) -> None:
+        for line in self._process.stderr:
+            self._stderrLines.append(line.rstrip())
+            del self._stderrLines[:-STDERR_LINES_KEPT]
+
+    # Main thread
+
+    def _poll(self) -> None:
+        latest = None
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if event["event"] == "finished":
+                self.bestCheckpoint = Path(event["best_checkpoint"])
+            else:
+                latest = event
+        if latest is not None and self.onProgress is not None:
+            self.onProgress(int(latest["done"]), latest.get("total"), str(latest.get("message", "")))
+
+        if self._cancelRequestedAt is not None and self._process.poll() is None:
+            if time.perf_counter() - self._cancelRequestedAt > TRAINING_STOP_TIMEOUT_S:
+                logger.warning("training process %d did not stop within %d s; killing it",
+                               self._process.pid, TRAINING_STOP_TIMEOUT_S)
+                self._process.kill()
+        returnCode = self._process.poll()
+        if returnCode is None:
+            return
+        for reader in self._readers:
+            reader.join(timeout=5)
+        if not self._events.empty():
+            return  # deliver the last events on the next tick
+        self._finish(returnCode)
+
+    def _finish(self, returnCode: int) -> None:
+        self._timer.stop()
+        self.elapsedSeconds = time.perf_counter() - self.startTime
+        if returnCode == 0 and self.bestCheckpoint is not None:
+            self.status = self.FINISHED
+        elif self._cancelRequestedAt is not None:
+            self.status = self.CANCELLED
+        else:
+            self.status = self.FAILED
+            errorLines = [line for line in self._stderrLines if "error" in line.lower()]
+            self.error = (errorLines or self._stderrLines or [f"the process exited with status {returnCode}"])[-1]
+            self.errorDetails = "\n".join(self._stderrLines)
+        logger.info("training %s (exit status %d): %s", self.status, returnCode, self.summary())
+        if self.onFinished is not None:
+            self.onFinished(self)
+
+
 def _distributionName(requirement: str) -> str:
     """Return the distribution name of a requirement line, for example "av" for "av>=12"."""
     name = requirement
@@ -887,6 +1260,8 @@ class LMSFASegmentationTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
         self.setUp()
         self.test_SegmentSampleClip()
+        self.setUp()
+        self.test_TrainOnCorrectedFrames()
 
     def test_SegmentSampleClip(self) -> None:
         from lmsfa.scene.writer import CLASS_ID_TAG
@@ -927,3 +1302,34 @@ class LMSFASegmentationTest(ScriptedLoadableModuleTest):
                 segmentCount += 1
         self.assertGreater(segmentCount, 0, "the bundled model found no instance in 10 frames of the sample clip")
         self.delayDisplay(f"Test passed: {segmentCount} segments in 10 frames")
+
+    def test_TrainOnCorrectedFrames(self) -> None:
+        import tempfile
+
+        from lmsfa.model import load_checkpoint
+
+        logic = LMSFASegmentationLogic()
+        modelPath = logic.bundledModelPath()
+        self.assertIsNotNone(modelPath, "the bundled model is missing from Resources/Models")
+        self.assertEqual(modelPath.suffix, ".pt", "fine-tuning needs the bundled PyTorch checkpoint")
+        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
+
+        self.delayDisplay("Segmenting frames 0 to 9 of the sample clip as training data")
+        request = SegmentationRequest(modelPath=str(modelPath), inputPath=str(logic.sampleClipPath()), device="cpu", lastFrame=9)
+        segmentationJob = logic.startSegmentation(request)
+        self.assertEqual(segmentationJob.wait(timeoutSeconds=600), SegmentationJob.FINISHED, segmentationJob.summary())
+
+        self.delayDisplay("Training for one epoch at 64x64 pixels in a background process")
+        outputFolder = Path(tempfile.mkdtemp(prefix="LMSFATrainingTest-")) / "run"
+        trainingRequest = TrainingRequest(
+            browserNode=segmentationJob.writer.browser_node, modelPath=str(modelPath), outputFolder=str(outputFolder),
+            epochs=1, imageSize=64, batchSize=2, device="cpu",
+        )
+        trainingJob = logic.startTraining(trainingRequest)
+        status = trainingJob.wait(timeoutSeconds=600)
+        self.assertEqual(status, TrainingJob.FINISHED, f"{trainingJob.summary()}\n{trainingJob.errorDetails}")
+        self.assertEqual(trainingJob.bestCheckpoint, outputFolder / "best.pt")
+        _, checkpoint = load_checkpoint(trainingJob.bestCheckpoint)
+        self.assertEqual(checkpoint.class_table.names, segmentationJob.writer.class_table.names)
+        self.assertEqual(tuple(checkpoint.input_size), (64, 64))
+        self.delayDisplay(f"Test passed: {trainingJob.bestCheckpoint}")

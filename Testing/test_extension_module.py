@@ -192,3 +192,75 @@ def test_acknowledgement_attributes_vocalfolds(module_tree):
 
 def test_module_category_is_segmentation(module_tree):
     assert _module_string(module_tree, "LMSFASegmentation", "categories") == ["Segmentation"]
+
+
+TRAINING_WIDGETS = {
+    "trainingCollapsibleButton": "ctkCollapsibleButton",
+    "trainingBrowserSelector": "qMRMLNodeComboBox",
+    "trainingEpochsSpinBox": "QSpinBox",
+    "trainingImageSizeSpinBox": "QSpinBox",
+    "trainingBatchSizeSpinBox": "QSpinBox",
+    "trainingOutputPathLineEdit": "ctkPathLineEdit",
+    "trainButton": "QPushButton",
+    "trainingProgressBar": "QProgressBar",
+    "trainingStatusLabel": "QLabel",
+}
+
+
+def _widget_properties(ui_root: ElementTree.Element, name: str) -> dict[str, ElementTree.Element]:
+    widget = next(widget for widget in ui_root.iter("widget") if widget.get("name") == name)
+    return {prop.get("name"): prop for prop in widget.findall("property")}
+
+
+def test_training_widgets_in_ui_and_used(module_tree, ui_root):
+    widgets = _ui_widgets(ui_root)
+    used = _names_used_as_ui_attributes(module_tree)
+    for name, widget_class in TRAINING_WIDGETS.items():
+        assert widgets.get(name) == widget_class, f"{name} should be a {widget_class} in {UI_FILE.name}"
+        assert name in used, f"the module never uses {name}"
+
+
+def test_training_section_title_and_collapsed(ui_root):
+    properties = _widget_properties(ui_root, "trainingCollapsibleButton")
+    assert properties["text"].findtext("string") == "Train on corrected frames"
+    assert properties["collapsed"].findtext("bool") == "true"
+
+
+def test_training_browser_selector_type(ui_root):
+    properties = _widget_properties(ui_root, "trainingBrowserSelector")
+    node_types = [element.text for element in properties["nodeTypes"].iter("string")]
+    assert node_types == ["vtkMRMLSequenceBrowserNode"]
+
+
+def test_training_image_size_multiple_of_32(ui_root):
+    properties = _widget_properties(ui_root, "trainingImageSizeSpinBox")
+    values = {name: int(properties[name].findtext("number")) for name in ("minimum", "maximum", "singleStep", "value")}
+    assert values["minimum"] >= 64  # the trainer rejects smaller inputs
+    for name, value in values.items():
+        assert value % 32 == 0, f"{name} {value} is not a multiple of 32"
+    assert values["minimum"] <= values["value"] <= values["maximum"]
+
+
+def test_training_spin_boxes_start_at_one(ui_root):
+    for name in ("trainingEpochsSpinBox", "trainingBatchSizeSpinBox"):
+        properties = _widget_properties(ui_root, name)
+        minimum = int(properties["minimum"].findtext("number"))
+        value = int(properties["value"].findtext("number"))
+        assert minimum == 1, name
+        assert value >= minimum, name
+
+
+def test_training_classes_defined(module_tree):
+    classes = {node.name for node in module_tree.body if isinstance(node, ast.ClassDef)}
+    assert {"TrainingRequest", "TrainingJob"} <= classes
+    logic = next(node for node in module_tree.body if isinstance(node, ast.ClassDef) and node.name == "LMSFASegmentationLogic")
+    methods = {node.name for node in logic.body if isinstance(node, ast.FunctionDef)}
+    assert {"exportTrainingData", "startTraining"} <= methods
+
+
+def test_training_data_folder_matches_docstring(module_tree):
+    """startTraining documents where the COCO export goes; the constant must say the same."""
+    folder = _module_literal(module_tree, "TRAINING_DATA_FOLDER")
+    logic = next(node for node in module_tree.body if isinstance(node, ast.ClassDef) and node.name == "LMSFASegmentationLogic")
+    start = next(node for node in logic.body if isinstance(node, ast.FunctionDef) and node.name == "startTraining")
+    assert folder in ast.get_docstring(start)
