@@ -102,6 +102,9 @@ sequence browser, with one segment per instance named after its class ("nerve 1"
 name kept while the structure stays visible. Correct the masks in Segment Editor on any frame.
 Inference runs in the background, so you can scrub through the finished frames while it runs.
 Cancel stops the run and keeps the frames finished so far in the scene.
+"Train on corrected frames" fine-tunes the selected .pt model on every frame of a sequence
+browser with its corrected segmentations, in a background process, and offers the new
+best.pt as the model for the next run.
 """
         self.parent.acknowledgementText = """
 LMSF-A Segmentation is an open-source project. The bundled sample clip and the default model's
