@@ -37,6 +37,10 @@ def check_target(path: Path, overwrite: bool) -> Path:
 def atomic_file(path: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path with the final file name; move it onto ``path`` when the block succeeds.
 
+    The temporary file sits in a hidden temporary folder inside the target folder, because
+    ``os.replace`` is atomic only within one file system, and keeps the final file name,
+    because Slicer's writers derive the format (and a bundle's scene name) from it.
+
     Raises:
         InputError: see :func:`check_target`.
         LmsfaError: the block wrote no file.

@@ -8,48 +8,17 @@ An existing target is replaced only with ``overwrite=True``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import InputError, LmsfaError
+from ..exports.atomic import atomic_file
 from .context import SceneContext
 from .writer import restore_model_flags
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def atomic_target(path: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move that file onto ``path`` when the block succeeds.
-
-    The temporary file has the final file name, in a hidden temporary folder inside the
-    target folder. Slicer's writers derive the format (and the bundle's scene name) from
-    the file name, and ``os.replace`` is atomic only within one file system.
-
-    Raises:
-        InputError: ``path`` exists and ``overwrite`` is false, or its folder is missing.
-        LmsfaError: the block wrote no file.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists: choose another file name or allow overwriting")
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {path.parent} does not exist: create it first")
-    temp_folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    temp_path = temp_folder / path.name
-    try:
-        yield temp_path
-        if not temp_path.is_file():
-            raise LmsfaError(f"writing {path} failed: the writer produced no file")
-        os.replace(temp_path, path)
-    finally:
-        shutil.rmtree(temp_folder, ignore_errors=True)
 
 
 def _check_suffix(path: Path, suffix: str) -> Path:
@@ -127,7 +96,7 @@ def save_scene_mrb(context: SceneContext, path: Path, overwrite: bool = False) -
     path = _check_suffix(Path(path).absolute(), ".mrb")
     commit_edits(context)
     start = time.perf_counter()
-    with atomic_target(path, overwrite) as temp_path:
+    with atomic_file(path, overwrite) as temp_path:
         messages = slicer.vtkMRMLMessageCollection()
         if not context.scene.WriteToMRB(str(temp_path), None, messages):
             raise LmsfaError(f"saving the scene to {path} failed: {messages.GetAllMessagesAsString().strip()}")
@@ -176,7 +145,7 @@ def save_segmentation_nrrd(segmentation_node: Any, path: Path, overwrite: bool =
 
     path = _check_suffix(path, ".seg.nrrd")
     restore_model_flags(segmentation_node)
-    with atomic_target(path, overwrite) as temp_path:
+    with atomic_file(path, overwrite) as temp_path:
         storage = slicer.vtkMRMLSegmentationStorageNode()
         storage.SetFileName(str(temp_path))
         if not storage.WriteData(segmentation_node):
@@ -194,7 +163,7 @@ def save_frames_seq_nrrd(frame_sequence_node: Any, path: Path, overwrite: bool =
     import slicer
 
     path = _check_suffix(path, ".seq.nrrd")
-    with atomic_target(path, overwrite) as temp_path:
+    with atomic_file(path, overwrite) as temp_path:
         storage = slicer.vtkMRMLVolumeSequenceStorageNode()
         storage.SetFileName(str(temp_path))
         if not storage.WriteData(frame_sequence_node):
