@@ -1,7 +1,7 @@
 """Model size, FLOPs and latency of LMSF-A beside peer YOLO segmentation models.
 
 Runs every variant round-robin in one process (one timed call of each per round), so that
-drifting machine speed affects all of them alike; ratios are the figures to compare.
+drifting machine speed affects all of them alike. Compare the ratios, not absolute times.
 
     python benchmarks/bench_model.py --runs 60 --threads 2 --output benchmarks/MODEL.md
 

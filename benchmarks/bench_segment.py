@@ -2,10 +2,10 @@
 
     python benchmarks/bench_segment.py --output benchmarks/SEGMENT.md [--model M] [--backend onnx]
 
-"Pure model" is the network alone on the clip's letterboxed frames (the runner's ``run``),
-timed in the same process right before and after the whole job (decode, letterbox, network,
-post-processing, scene writing and saving the ``.mrb``); the lower of the two model times is
-used, so machine drift does not flatter the ratio.
+"Pure model" is the network alone on the clip's letterboxed frames (the runner's ``run``).
+It is timed in the same process right before and after the whole job (decode, letterbox,
+network, post-processing, scene writing and saving the ``.mrb``). The lower of the two model
+times is used, so machine drift does not flatter the ratio.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, default=SAMPLE, help="clip to segment (default: the sample clip)")
     parser.add_argument("--model", type=Path, default=None, help="model file (default: the bundled model)")
-    parser.add_argument("--backend", default="onnx", choices=["torch", "onnx"], help="runtime (default: onnx)")
+    parser.add_argument("--backend", default="onnx", choices=["torch", "onnx"], help="inference runtime (default: onnx)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     parser.add_argument("--output", type=Path, default=None, help="markdown file to write the results to")
     args = parser.parse_args()
