@@ -75,3 +75,8 @@ def test_info_rejects_non_onnx_file(tmp_path, capsys):
     fake.write_text("not a model")
     assert main(["info", str(fake)]) == 1
     assert "not a readable ONNX model" in capsys.readouterr().err
+
+
+def test_info_sha256_needs_model(capsys):
+    assert main(["info", "--sha256", "0" * 64]) == 1
+    assert "give the file too" in capsys.readouterr().err

@@ -245,3 +245,17 @@ def test_images_option_rejects_missing_folder(moved_json, tmp_path, capsys):
     message = capsys.readouterr().err
     assert str(missing) in message
     assert "not found" in message
+
+
+def test_separate_val_json_with_val_images(moved_json, coco_export, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    base = ["train", str(moved_json), "--images", str(coco_export / "images"), "--val", str(moved_json),
+            "--epochs", "1", "--batch", "3", "--imgsz", "64", "--warmup-epochs", "0", "--device", "cpu"]
+    assert main(base + ["--output", str(run_dir)]) == 1
+    assert "--val-images" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+    assert main(base + ["--val-images", str(coco_export / "images"), "--output", str(run_dir)]) == 0
+    with open(run_dir / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[-1]["val_mask_AP"] != ""

@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--first", type=int, default=None, help="first frame index to export (default: the first frame)")
     parser.add_argument("--last", type=int, default=None, help="last frame index to export, inclusive (default: the last frame)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export (file, or folder that lmsfa export wrote) once the new one is complete; "
-                        "other existing files and folders are never replaced")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output once the new one is complete: the named file, or a folder that an earlier "
+                        "lmsfa export wrote (other folders are never replaced)")
     parser.add_argument("--clip", default=None, help="name of the sequence browser to export when the scene has several")
     parser.add_argument(
         "--class-table", type=Path, default=None,

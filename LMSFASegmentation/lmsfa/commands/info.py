@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     model = None
     input_size = None
     if args.model is None:
+        if args.sha256:
+            raise InputError("--sha256 checks a model file: give the file too (lmsfa info MODEL --sha256 HASH)")
         model = LMSFA(args.classes)
     elif args.model.suffix.lower() == ".onnx":
         if not args.model.is_file():

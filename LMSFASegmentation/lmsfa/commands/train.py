@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="validation data in any of the DATA formats (default: the 'val' split of DATA where it has "
              "one, otherwise no validation)",
     )
+    data.add_argument(
+        "--val-images", type=Path, default=None, metavar="DIR",
+        help="image folder of a separate COCO JSON given with --val (default: the folder images/ beside that "
+             "JSON file when it exists, else its own folder)",
+    )
     data.add_argument("--val-split", default="val", help="split of the validation data (default: val)")
     data.add_argument("--no-val", action="store_true", help="train without validation; best.pt is then the epoch with the lowest training loss")
     data.add_argument("--output", "-o", type=Path, required=True, metavar="DIR",
@@ -105,13 +110,18 @@ def _open_validation(args, train_path: Path):
 
     Returns the data set (or None) and the path to record for resume ("" for none).
     """
+    from ..errors import InputError
     from ..training.datasets import open_dataset
 
     if args.no_val:
         return None, ""
     if args.val is not None:
-        dataset = open_dataset(args.val, args.val_split)
-        check_first_image(dataset, "the validation data")
+        if args.val_images is not None and not args.val_images.is_dir():
+            raise InputError(f"--val-images {args.val_images}: folder not found; give the folder that contains "
+                             "the validation images")
+        dataset = open_dataset(args.val, args.val_split, image_root=args.val_images)
+        check_images_option(dataset, args.val_images, args.val)
+        check_first_image(dataset, "the validation data", option="--val-images")
         return dataset, str(args.val)
     if not _has_split(train_path, args.val_split):
         logger.warning("no --val given and %s has no %r split: training without validation", train_path, args.val_split)
@@ -121,7 +131,7 @@ def _open_validation(args, train_path: Path):
     return dataset, str(train_path)
 
 
-def check_first_image(dataset, role: str = "the data set") -> None:
+def check_first_image(dataset, role: str = "the data set", option: str = "--images") -> None:
     """Raise :class:`InputError` when the first image of a COCO data set is not on disk.
 
     A COCO file that was copied away from its images opens without error, because the
@@ -138,7 +148,7 @@ def check_first_image(dataset, role: str = "the data set") -> None:
     if not path.is_file():
         raise InputError(
             f"image not found: {path}, the first image of {role} {dataset.json_path}. Its file names are "
-            f"read relative to {dataset.image_root}; give the folder that contains them with --images DIR"
+            f"read relative to {dataset.image_root}; give the folder that contains them with {option} DIR"
         )
 
 
@@ -225,6 +235,7 @@ def _build_config(args, train_path: Path, val_path: str):
         val_max_det=args.val_max_det,
         data=str(train_path),
         images=str(args.images) if args.images is not None else "",
+        val_images=str(args.val_images) if args.val_images is not None and args.val is not None else "",
         split=args.split,
         val_data=val_path,
         val_split=args.val_split,
@@ -301,7 +312,10 @@ def _open_training_data(args):
         val_set = None
         if config.val_data:
             # The image folder applies to the validation split of the training data only.
-            val_root = image_root if config.val_data == config.data else None
+            if config.val_data == config.data:
+                val_root = image_root
+            else:
+                val_root = Path(config.val_images) if config.val_images else None
             val_set = open_dataset(config.val_data, config.val_split, image_root=val_root)
             check_first_image(val_set, "the validation data")
         return config, train_set, val_set
@@ -431,6 +445,10 @@ def training_command(
         "--imgsz", str(int(image_size)),
         "--batch", str(int(batch_size)),
         "--device", device,
+        # A few corrected frames give a few batches per epoch: step the optimizer every batch
+        # and keep the warm-up short, or the run ends before the weights move.
+        "--accumulate", "1",
+        "--warmup-epochs", "0.5",
         "--no-val",
         "--progress-json",
     ]

@@ -93,6 +93,7 @@ class TrainConfig:
     val_batch_size: int = 4
     data: str = ""  # the training data set, recorded in checkpoints and used by resume
     images: str = ""  # image folder of COCO data when not the default, used by resume
+    val_images: str = ""  # the same for separate COCO validation data
     split: str = "train"
     val_data: str = ""
     val_split: str = "val"
@@ -366,6 +367,13 @@ class Trainer:
         self.ema = ModelEMA(self.model, config.ema_decay, config.ema_ramp_updates)
         self.batches_per_epoch = batches_per_epoch
         self.warmup_iterations = round(config.warmup_epochs * batches_per_epoch)
+        optimizer_steps = config.epochs * math.ceil(batches_per_epoch / config.accumulate_steps)
+        if optimizer_steps < 50:
+            logger.warning(
+                "this run makes only %d optimizer steps (%d epochs of %d batches, %d batches per step), "
+                "so the weights will barely change: train more epochs or lower --accumulate",
+                optimizer_steps, config.epochs, batches_per_epoch, config.accumulate_steps,
+            )
 
         self.start_epoch = 0
         self.best_fitness = -math.inf
