@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "data", type=Path, nargs="?",
         help="training data: a COCO instance JSON, a YOLO-seg data.yaml or its folder, a data set "
-             "description YAML, a label-map folder with a class table, or .seg.nrrd files "
+             "description YAML, a label-map folder with a class table, .seg.nrrd files or a corrected Slicer scene (.mrb) "
              "(not needed with --resume)",
     )
     data.add_argument(
@@ -321,7 +321,7 @@ def _open_training_data(args):
         return config, train_set, val_set
 
     if args.data is None:
-        raise InputError("missing training data: give a COCO JSON, data.yaml, folder or .seg.nrrd files, or use --resume")
+        raise InputError("missing training data: give a COCO JSON, data.yaml, folder, .seg.nrrd files or .mrb scene, or use --resume")
     if args.images is not None and not args.images.is_dir():
         raise InputError(f"--images {args.images}: folder not found; give the folder that contains the COCO images")
     train_set = open_dataset(args.data, args.split, image_root=args.images)

@@ -9,6 +9,7 @@ Sources and how :func:`open_dataset` recognises them:
 * a folder with ``images/``, ``labels/`` (semantic label maps) and a class table file
   ``classes.yaml``, ``classes.yml``, ``classes.json`` or ``classes.txt``;
 * a ``.seg.nrrd`` file, or a folder of them, each beside its frame image;
+* a Slicer scene bundle (``.mrb``) with corrected frames, as ``lmsfa segment`` writes it;
 * a folder holding ``<split>.json`` or ``instances_<split>.json`` (COCO).
 
 Every reader yields :class:`Sample` objects; see ``readers/base.py`` for the coordinate frame.
@@ -33,6 +34,7 @@ from ..errors import InputError
 from .readers.base import InstanceDataset, Sample, boxes_from_masks
 from .readers.coco import CocoDataset
 from .readers.labelmap import LabelMapDataset
+from .readers.mrb import MRB_SUFFIX, MrbDataset
 from .readers.segnrrd import SEG_SUFFIX, SegNrrdDataset
 from .readers.yolo import YoloSegDataset
 
@@ -306,7 +308,11 @@ def open_dataset(
             return open_description(path, split, **overrides)
         if path.name.lower().endswith(SEG_SUFFIX):
             return _finish(SegNrrdDataset([path], class_names), flip_map, side_specific)
-        raise InputError(f"{path} is not a recognised data set file (.json, .yaml, .yml or {SEG_SUFFIX})")
+        if path.suffix.lower() == MRB_SUFFIX:
+            return _finish(MrbDataset(path), flip_map, side_specific)
+        raise InputError(
+            f"{path} is not a recognised data set file (.json, .yaml, .yml, {SEG_SUFFIX} or {MRB_SUFFIX})"
+        )
     return _open_folder(path, split, overrides)
 
 
