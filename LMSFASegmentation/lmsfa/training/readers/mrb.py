@@ -20,7 +20,7 @@ class MrbDataset(InstanceDataset):
     """Frames and segments of the segmentation sequence in a ``.mrb`` file.
 
     ``clip`` names the sequence browser when the bundle has several. The class table comes
-    from the scene (the model's table stored by the scene writer); a segment drawn by hand
+    from the scene, where the scene writer stores the model's table. A segment drawn by hand
     gets its class from its name ("nerve 3"). The scene stays loaded while the data set
     lives, and frames are read on access, so it works with ``workers=0`` only (VTK objects
     cannot be sent to worker processes).
