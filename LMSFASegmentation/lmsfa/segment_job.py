@@ -130,7 +130,8 @@ def segment_recording(
                        f"{summary.output} (a partial result)")
         else:
             message = "cancelled before the first frame finished; nothing was written"
-        logger.warning(message)
+        # The caller shows the message (CLI error line, Slicer status), so it is logged at info level.
+        logger.info(message)
         raise Cancelled(message) from interruption
 
     writer.finish()

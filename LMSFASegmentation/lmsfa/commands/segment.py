@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(source), unit="frame", disable=args.no_progress, dynamic_ncols=True)
 
         def on_progress(done, total, message):
-            bar.n = done
-            bar.refresh()
+            bar.update(done - bar.n)
 
         progress = Progress(on_progress)
         try:
