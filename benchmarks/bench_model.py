@@ -16,8 +16,6 @@ import argparse
 import collections
 import copy
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,6 +28,9 @@ import torch
 
 from lmsfa.model import LMSFA, export_onnx
 from lmsfa.model.profile import model_summary
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_description as describe_machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = REPO.parent / "shared" / "peers"
@@ -47,18 +48,7 @@ BLOCK_NAMES = {
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, torch {torch.__version__}, onnxruntime {ort.__version__}"
-    )
+    return describe_machine(torch=torch.__version__, onnxruntime=ort.__version__)
 
 
 def ort_session(path: Path, threads: int, profile: bool = False) -> ort.InferenceSession:

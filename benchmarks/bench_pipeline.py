@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_description as describe_machine  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "LMSFASegmentation"))
@@ -164,18 +166,7 @@ def machine_description() -> str:
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, Python "
-        f"{platform.python_version()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-        f"OpenCV {cv2.__version__}"
-    )
+    return describe_machine(torch=torch.__version__, onnxruntime=onnxruntime.__version__, OpenCV=cv2.__version__)
 
 
 def format_report(args, post_rows, backend_rows, load_before, load_after) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,27 +32,18 @@ from lmsfa.classes import ClassTable
 from lmsfa.results import Instance
 from lmsfa.scene import SceneContext, SequenceWriter, save_frames_seq_nrrd, save_scene_mrb, save_segmentation_nrrd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_description as describe_machine  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 VOCALFOLDS = Path(os.environ.get("LMSFA_SHARED_DATA", REPO.parent / "shared" / "data")) / "vocalfolds"
 VOCALFOLDS_CLASSES = ["vocal folds", "other tissue", "glottal space", "pathology", "surgical tool", "intubation"]
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import vtk
 
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, VTK {vtk.vtkVersion.GetVTKVersion()}, "
-        "slicer-core 5.13.31053.0"
-    )
+    return describe_machine(VTK=vtk.vtkVersion.GetVTKVersion(), **{"slicer-core": "5.13.31053.0"})
 
 
 class StageTimer:
