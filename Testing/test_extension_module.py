@@ -259,7 +259,7 @@ def test_training_classes_defined(module_tree):
 
 
 def test_training_data_folder_matches_docstring(module_tree):
-    """startTraining documents where the COCO export goes; the constant must say the same."""
+    """The COCO export folder in startTraining's docstring matches TRAINING_DATA_FOLDER."""
     folder = _module_literal(module_tree, "TRAINING_DATA_FOLDER")
     logic = next(node for node in module_tree.body if isinstance(node, ast.ClassDef) and node.name == "LMSFASegmentationLogic")
     start = next(node for node in logic.body if isinstance(node, ast.FunctionDef) and node.name == "startTraining")

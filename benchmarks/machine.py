@@ -7,7 +7,7 @@ import platform
 
 
 def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` reports."""
+    """Return the CPU model from /proc/cpuinfo (Linux), else what ``platform`` reports."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
@@ -19,7 +19,7 @@ def cpu_name() -> str:
 
 
 def machine_description(**versions: str) -> str:
-    """CPU, logical CPU count, OS, Python and the given package versions, comma-separated."""
+    """Return CPU, logical CPU count, OS, Python and the given package versions, comma-separated."""
     parts = [
         cpu_name(),
         f"{os.cpu_count()} logical CPUs",

@@ -80,8 +80,8 @@ def segment_recording(
     ``context`` is an empty :class:`lmsfa.scene.SceneContext`; a headless one by default.
 
     On cancel (``progress.cancel()``, or Ctrl+C in the CLI) the frames finished so far are
-    saved to ``<output stem>.partial.mrb`` and :class:`Cancelled` is raised with that path;
-    the complete-run file name is never written by a partial run, and an earlier partial
+    saved to ``<output stem>.partial.mrb`` and :class:`Cancelled` is raised with that path.
+    The complete-run file name is never written by a partial run, and an earlier partial
     file is kept (the new one gets a numbered name). Files are written
     atomically, so no half-written bundle is left behind.
     """

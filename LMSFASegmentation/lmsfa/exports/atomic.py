@@ -38,7 +38,7 @@ def atomic_file(path: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path with the final file name; move it onto ``path`` when the block succeeds.
 
     The temporary file sits in a hidden temporary folder inside the target folder, because
-    ``os.replace`` is atomic only within one file system, and keeps the final file name,
+    ``os.replace`` is atomic only within one file system. It keeps the final file name,
     because Slicer's writers derive the format (and a bundle's scene name) from it.
 
     Raises:
@@ -62,7 +62,7 @@ def atomic_folder(path: Path, overwrite: bool) -> Iterator[Path]:
     """Yield an empty temporary folder; it becomes ``path`` when the block succeeds.
 
     With ``overwrite`` an existing export folder (one that contains :data:`EXPORT_MARKER`)
-    is moved aside first and deleted after the new folder is in place; any other existing
+    is moved aside first and deleted after the new folder is in place. Any other existing
     file or folder is never replaced. If the final move fails, the old output
     is moved back.
 

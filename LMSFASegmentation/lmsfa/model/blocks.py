@@ -6,7 +6,7 @@ RepViT (Wang et al., CVPR 2024), EMA attention (Ouyang et al., ICASSP 2023) and 
 modules of ASF-YOLO (Kang et al., 2024).
 
 Every block that can be re-parameterised owns a ``fuse()`` method that rewrites it in place
-into its inference form; ``fuse()`` is idempotent and only valid in eval mode, because it
+into its inference form. ``fuse()`` is idempotent and only valid in eval mode, because it
 folds BatchNorm running statistics.
 
 Tensors are (B, C, H, W) unless stated otherwise.
@@ -163,7 +163,7 @@ class EMA(nn.Module):
 
     Each group of ``C / groups`` channels gets a directional-pooling branch (1x1 conv shared
     by the height and width profiles, then GroupNorm), a local 3x3 branch, and a
-    cross-spatial weighting of the two; the output is the input times a sigmoid weight map.
+    cross-spatial weighting of the two. The output is the input times a sigmoid weight map.
     """
 
     def __init__(self, channels: int, groups: int = 8):
@@ -299,7 +299,7 @@ class SSFF(nn.Module):
     momentum 0.1) and LeakyReLU(0.1), then max-pooled over the scale axis.
 
     The 3-D convolution with a 1x1x1 kernel is the same 1x1 convolution on each scale, and the
-    3-D norm takes its statistics over batch, scale and pixels; so the three maps are laid side
+    3-D norm takes its statistics over batch, scale and pixels. So the three maps are laid side
     by side along the width and a 2-D conv and norm are used. That computes the same function
     while keeping every weight rank 4 (needed for ``channels_last``). ``fuse()`` folds the norm.
     """

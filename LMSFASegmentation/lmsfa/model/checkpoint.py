@@ -124,6 +124,7 @@ def read_checkpoint_file(path: str | os.PathLike, expected_sha256: Optional[str]
         raise CheckpointError(f"model file not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"model file {path} is empty (0 bytes); copy or download it again")
+
     digest = verify_sha256(path, expected_sha256)
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
@@ -142,6 +143,7 @@ def read_checkpoint_file(path: str | os.PathLike, expected_sha256: Optional[str]
         ) from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise CheckpointError(
             f"{path} is not an LMSF-A checkpoint (no format marker {FORMAT_NAME!r}); checkpoints of other "
@@ -200,8 +202,8 @@ def load_checkpoint(
         raise CheckpointError(f"{path} uses scale {scale!r}; this lmsfa builds {sorted(SCALES)}")
     if len(class_table) != nc:
         raise CheckpointError(
-            f"{path} is inconsistent: config says {nc} classes, its class table lists {len(class_table)} "
-            f"({class_table.names})"
+            f"{path} is an invalid checkpoint: config says {nc} classes, its class table lists "
+            f"{len(class_table)} ({class_table.names}); write it again with save_checkpoint"
         )
     if len(input_size) != 2 or any(v <= 0 or v % 32 for v in input_size):
         raise CheckpointError(f"{path} has input size {input_size}; sides must be positive multiples of 32")

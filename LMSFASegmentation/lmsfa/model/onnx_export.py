@@ -82,8 +82,8 @@ def export_onnx(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        # The tracer warns about shape arithmetic that is constant for inputs whose sides are
-        # multiples of 32 (anchor grids, 2x resize factors); the dynamic test covers it.
+        # The tracer warns about shape arithmetic (anchor grids, 2x resize factors), which is
+        # constant for inputs whose sides are multiples of 32. The dynamic-size test covers it.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(

@@ -11,8 +11,8 @@ Geometry works in OpenCV pixel coordinates, with pixel centres at integers. The 
 the returned samples are recomputed from the transformed masks, in the ``lmsfa.results``
 box convention. Raster masks are the master copy: a transform never rebuilds a mask from a
 polygon or a box, so holes and separate parts survive. An instance whose mask would
-vanish (smaller than a pixel after down-scaling) keeps the pixel where its pixels land;
-an instance moved entirely out of the image is dropped and listed in the report.
+vanish (smaller than a pixel after down-scaling) keeps the pixel where its pixels land.
+An instance moved entirely out of the image is dropped and listed in the report.
 
 A horizontal or vertical flip produces a mirror image, so each side-specific class becomes
 its mirror class through the data set's flip map. A vertical flip is a horizontal flip
