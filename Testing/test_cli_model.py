@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import onnxruntime as ort
 import pytest
@@ -10,6 +13,7 @@ import torch
 
 from lmsfa.classes import ClassTable
 from lmsfa.cli import main
+from lmsfa.default_model import default_model
 from lmsfa.model import LMSFA, read_onnx_metadata, save_checkpoint
 
 SPEC_PARAMS = 1_829_623
@@ -80,3 +84,18 @@ def test_info_rejects_non_onnx_file(tmp_path, capsys):
 def test_info_sha256_needs_model(capsys):
     assert main(["info", "--sha256", "0" * 64]) == 1
     assert "give the file too" in capsys.readouterr().err
+
+
+def test_info_stops_quietly_when_the_reader_closes_the_pipe():
+    # `lmsfa info --json | head -1`: the reader may exit before lmsfa writes.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "lmsfa.cli", "info", str(default_model("onnx")[0]), "--json"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 141

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -94,7 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.run(args) or 0)
+        status = int(args.run(args) or 0)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The program reading stdout has gone (`lmsfa info --json | head -1`): stop quietly
+        # as other command-line tools do. stdout now points at the null device so that the
+        # flush at interpreter exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status a shell reports for this case
     except Cancelled as error:
         print(f"lmsfa {args.command}: {error}", file=sys.stderr)
         return 130
