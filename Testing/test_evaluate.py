@@ -179,7 +179,11 @@ def test_train_and_evaluate_commands(vocalfolds: Path, tmp_path, capsys):
     ])
     assert code == 0
     assert (run_dir / "best.pt").is_file()
-    assert "best checkpoint" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "best checkpoint" in captured.out
+    # The progress bar starts with the first batch: no empty "0batch" bar before it.
+    assert "0batch" not in captured.err
+    assert "1/1" in captured.err
 
     metrics_path = tmp_path / "metrics.json"
     code = main([

@@ -346,9 +346,16 @@ def run(args: argparse.Namespace) -> int:
     bar = None
 
     def show(done, total, message):
+        nonlocal bar
         if args.progress_json:
             print(progress_json_line("progress", done=done, total=total, message=message), flush=True)
             return
+        if bar is None:
+            from tqdm import tqdm
+
+            # Created at the first batch, after the trainer has checked its inputs and logged
+            # its settings, so that no empty bar comes before an error or that log line.
+            bar = tqdm(total=total, unit="batch", dynamic_ncols=True, leave=True)
         if total is not None and bar.total != total:
             bar.total = total
         bar.n = done
@@ -360,11 +367,6 @@ def run(args: argparse.Namespace) -> int:
         config, train_set, args.output, val_set=val_set, sample_loader=_sample_loader(config, train_set),
         initial_weights=None if args.resume else args.weights, resume=args.resume, progress=progress,
     )
-    if not args.progress_json:
-        from tqdm import tqdm
-
-        # Created after the trainer has checked its inputs, so that an error prints no empty bar.
-        bar = tqdm(total=None, unit="batch", dynamic_ncols=True, leave=True)
     resume_hint = (
         f"the checkpoints of the last finished epoch are in {args.output}. "
         f"Continue with: lmsfa train --resume --output {args.output}"
