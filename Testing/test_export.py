@@ -446,6 +446,8 @@ def test_contact_sheet_has_legend(scene_input, tmp_path):
     output = tmp_path / "sheet.png"
     report = export("contact-sheet", scene_input, output, max_tiles=2, columns=2)
     assert report.frames == 3
+    assert report.drawn_frames == 2
+    assert "on 2 of 3 frames" in report.summary()
     sheet = cv2.cvtColor(cv2.imread(str(output), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     assert sheet.shape[1] >= 2 * 256
     strip = sheet[4 + 256 + 4 :]

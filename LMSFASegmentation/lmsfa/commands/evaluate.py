@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if dataset.class_table.names != predictor.class_table.names:
         raise InputError(
             f"the model's classes {predictor.class_table.names} differ from the data set's "
-            f"{dataset.class_table.names}; evaluate on data annotated with the model's class table"
+            f"{dataset.class_table.names}. Evaluate on data annotated with the model's classes, or "
+            f"train a model for these classes first (lmsfa train {args.data} --weights {args.model} -o RUN)"
         )
 
     bar = tqdm(total=len(dataset), unit="image", dynamic_ncols=True)

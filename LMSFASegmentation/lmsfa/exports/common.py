@@ -39,6 +39,8 @@ class ExportReport:
         polygon_pixels_added: for polygon formats, polygon pixels outside the instance
             (filled holes and the one-pixel bridges between parts).
         notices: sentences for the user about what changed or was left out.
+        drawn_frames: for pictures that show a selection of the frames (contact sheet),
+            the number of frames drawn; ``instances`` then counts only theirs.
     """
 
     kind: str
@@ -51,6 +53,7 @@ class ExportReport:
     polygon_pixels_lost: int = 0
     polygon_pixels_added: int = 0
     notices: list[str] = field(default_factory=list)
+    drawn_frames: Optional[int] = None
 
     @property
     def frames(self) -> int:
@@ -63,7 +66,13 @@ class ExportReport:
 
     def summary(self) -> str:
         """Return a few lines that describe the export, for the CLI and the Slicer module."""
-        lines = [f"{self.kind}: wrote {self.instances} instances of {self.frames} frames to {self.path}"]
+        if self.drawn_frames is None:
+            lines = [f"{self.kind}: wrote {self.instances} instances of {self.frames} frames to {self.path}"]
+        else:
+            lines = [
+                f"{self.kind}: drew {self.instances} instances on {self.drawn_frames} of {self.frames} frames "
+                f"in {self.path}"
+            ]
         if self.skipped_empty:
             lines.append(f"left out {self.skipped_empty} instances with empty masks")
         if self.reassigned_pixels:

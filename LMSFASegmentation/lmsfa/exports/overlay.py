@@ -203,6 +203,7 @@ def export_contact_sheet(
     if chosen is None and len(tiles) > max_tiles:
         keep = np.linspace(0, len(tiles) - 1, max_tiles).round().astype(int)
         tiles = [tiles[k] for k in keep]
+    report.drawn_frames = len(tiles)
     for _, classes, count in tiles:
         present |= classes
         report.instances += count
