@@ -99,3 +99,13 @@ def test_info_stops_quietly_when_the_reader_closes_the_pipe():
         os.close(write_end)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 141
+
+
+def test_info_text_lists_metadata_entries(capsys):
+    assert main(["info", str(default_model("onnx")[0])]) == 0
+    out = capsys.readouterr().out
+    assert "onnx_metadata:\n" in out
+    assert "\n  nc: 6\n" in out
+    # Nested values come out as JSON, not as Python reprs.
+    assert "{'" not in out
+    assert "True" not in out

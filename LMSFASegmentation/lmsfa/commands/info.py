@@ -68,13 +68,28 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for key, value in info.items():
         if key == "classes_table":
-            print("classes:")
+            print("class table:")
             for index, entry in enumerate(value):
                 print(f"  {index}: {entry['name']}  RGB {tuple(entry['color'])}")
-        elif isinstance(value, float):
-            print(f"{key}: {value:.2f}")
-        elif isinstance(value, int):
-            print(f"{key}: {value:,}")
+        elif isinstance(value, dict):
+            # Provenance and ONNX metadata: one line per entry, nested values as JSON.
+            print(f"{key}:")
+            for sub_key, sub_value in value.items():
+                # Fractions such as metrics keep four significant digits.
+                text = f"{sub_value:.4g}" if isinstance(sub_value, float) else _format_value(sub_value)
+                print(f"  {sub_key}: {text}")
         else:
-            print(f"{key}: {value}")
+            print(f"{key}: {_format_value(value)}")
     return 0
+
+
+def _format_value(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
