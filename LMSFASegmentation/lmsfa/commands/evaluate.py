@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"the model's classes {predictor.class_table.names} differ from the data set's "
             f"{dataset.class_table.names}. Evaluate on data annotated with the model's classes, or "
-            f"train a model for these classes first (lmsfa train {args.data} --weights {args.model} -o RUN)"
+            f"train a model for these classes first (lmsfa train {args.data} -o RUN, with --weights "
+            f"{args.model} to start from this model's weights)"
         )
 
     bar = tqdm(total=len(dataset), unit="image", dynamic_ncols=True)
