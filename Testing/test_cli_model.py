@@ -106,6 +106,7 @@ def test_info_text_lists_metadata_entries(capsys):
     out = capsys.readouterr().out
     assert "onnx_metadata:\n" in out
     assert "\n  nc: 6\n" in out
+    assert "\n  class table:\n    0: vocal folds  RGB (230, 80, 80)\n" in out
     # Nested values come out as JSON, not as Python reprs.
     assert "{'" not in out
     assert "True" not in out

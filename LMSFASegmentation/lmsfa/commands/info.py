@@ -68,19 +68,26 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for key, value in info.items():
         if key == "classes_table":
-            print("class table:")
-            for index, entry in enumerate(value):
-                print(f"  {index}: {entry['name']}  RGB {tuple(entry['color'])}")
+            _print_class_table(value)
         elif isinstance(value, dict):
             # Provenance and ONNX metadata: one line per entry, nested values as JSON.
             print(f"{key}:")
             for sub_key, sub_value in value.items():
+                if sub_key == "class_table" and isinstance(sub_value, dict) and "classes" in sub_value:
+                    _print_class_table(sub_value["classes"], indent="  ")
+                    continue
                 # Fractions such as metrics keep four significant digits.
                 text = f"{sub_value:.4g}" if isinstance(sub_value, float) else _format_value(sub_value)
                 print(f"  {sub_key}: {text}")
         else:
             print(f"{key}: {_format_value(value)}")
     return 0
+
+
+def _print_class_table(classes: list, indent: str = "") -> None:
+    print(f"{indent}class table:")
+    for index, entry in enumerate(classes):
+        print(f"{indent}  {index}: {entry['name']}  RGB {tuple(entry['color'])}")
 
 
 def _format_value(value) -> str:
