@@ -79,6 +79,14 @@ def moduleResourcePath(relativePath: str) -> Path:
     return MODULE_DIR / "Resources" / relativePath
 
 
+def showJobProgress(progressBar, statusLabel, done: int, total: Optional[int], message: str) -> None:
+    """Show a background job's progress; an unknown total keeps the bar in its busy state."""
+    if total:
+        progressBar.setRange(0, total)
+        progressBar.setValue(done)
+    statusLabel.text = message
+
+
 #
 # LMSFASegmentation
 #
@@ -336,10 +344,7 @@ class LMSFASegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.updateGUI()
 
     def onJobProgress(self, done: int, total: Optional[int], message: str) -> None:
-        if total:
-            self.ui.progressBar.setRange(0, total)
-            self.ui.progressBar.setValue(done)
-        self.ui.statusLabel.text = message
+        showJobProgress(self.ui.progressBar, self.ui.statusLabel, done, total, message)
 
     def onJobFinished(self, job: "SegmentationJob") -> None:
         self.job = None
@@ -430,10 +435,7 @@ class LMSFASegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.updateTrainingGUI()
 
     def onTrainingProgress(self, done: int, total: Optional[int], message: str) -> None:
-        if total:
-            self.ui.trainingProgressBar.setRange(0, total)
-            self.ui.trainingProgressBar.setValue(done)
-        self.ui.trainingStatusLabel.text = message
+        showJobProgress(self.ui.trainingProgressBar, self.ui.trainingStatusLabel, done, total, message)
 
     def onTrainingFinished(self, job: "TrainingJob") -> None:
         self.trainingJob = None

@@ -86,7 +86,7 @@ def test_info_sha256_needs_model(capsys):
     assert "give the file too" in capsys.readouterr().err
 
 
-def test_info_stops_quietly_when_the_reader_closes_the_pipe():
+def test_info_closed_pipe_exits_quietly():
     # `lmsfa info --json | head -1`: the reader may exit before lmsfa writes.
     read_end, write_end = os.pipe()
     os.close(read_end)

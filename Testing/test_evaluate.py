@@ -182,7 +182,7 @@ def test_train_and_evaluate_commands(vocalfolds: Path, tmp_path, capsys):
     assert (run_dir / "best.pt").is_file()
     captured = capsys.readouterr()
     assert "best checkpoint" in captured.out
-    # The progress bar starts with the first batch: no empty "0batch" bar before it.
+    # The progress bar starts with the first batch, so no empty "0batch" bar comes before it.
     assert re.search(r"(?<![\d.])0batch \[", captured.err) is None
     assert "1/1" in captured.err
 

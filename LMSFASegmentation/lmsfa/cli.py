@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         return status
     except BrokenPipeError:
-        # The program reading stdout has gone (`lmsfa info --json | head -1`): stop quietly
-        # as other command-line tools do. stdout now points at the null device so that the
-        # flush at interpreter exit does not raise again.
+        # The program reading stdout has exited (as in `lmsfa info --json | head -1`), so stop
+        # quietly as other command-line tools do. Pointing stdout at the null device keeps the
+        # flush at interpreter exit from raising again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, the status a shell reports for this case
     except Cancelled as error:

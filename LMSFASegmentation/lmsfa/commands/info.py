@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if key == "classes_table":
             _print_class_table(value)
         elif isinstance(value, dict):
-            # Provenance and ONNX metadata: one line per entry, nested values as JSON.
+            # Provenance and ONNX metadata print one line per entry, with nested values as JSON.
             print(f"{key}:")
             for sub_key, sub_value in value.items():
                 if sub_key == "class_table" and isinstance(sub_value, dict) and "classes" in sub_value:

@@ -354,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
             from tqdm import tqdm
 
             # Created at the first batch, after the trainer has checked its inputs and logged
-            # its settings, so that no empty bar comes before an error or that log line.
+            # its settings. So no empty bar appears before an error or that log line.
             bar = tqdm(total=total, unit="batch", dynamic_ncols=True, leave=True)
         if total is not None and bar.total != total:
             bar.total = total

@@ -40,7 +40,7 @@ class ExportReport:
             (filled holes and the one-pixel bridges between parts).
         notices: sentences for the user about what changed or was left out.
         drawn_frames: for pictures that show a selection of the frames (contact sheet),
-            the number of frames drawn; ``instances`` then counts only theirs.
+            the number of frames drawn. ``instances`` then counts only the instances of those frames.
     """
 
     kind: str

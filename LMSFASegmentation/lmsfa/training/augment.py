@@ -23,7 +23,7 @@ flips. A data set that declares side-specific classes without a flip map is neve
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Optional, Sequence
 
 import cv2
@@ -233,15 +233,8 @@ def warp_masks(
 
 def _subset(sample: Sample, keep: Sequence[int]) -> Sample:
     keep = np.asarray(keep, dtype=np.int64)
-    return Sample(
-        image=sample.image,
-        masks=sample.masks[keep],
-        classes=sample.classes[keep],
-        boxes=boxes_from_masks(sample.masks[keep]),
-        image_id=sample.image_id,
-        path=sample.path,
-        ignore_mask=sample.ignore_mask,
-    )
+    masks = sample.masks[keep]
+    return replace(sample, masks=masks, classes=sample.classes[keep], boxes=boxes_from_masks(masks))
 
 
 def affine_sample(
@@ -418,15 +411,7 @@ class Augmenter:
         sample = self._flip(sample, rng, report)
         sample = self._geometric(sample, rng, report, center)
         image = self._photometric(sample.image, rng, report)
-        return Sample(
-            image=image,
-            masks=sample.masks,
-            classes=sample.classes,
-            boxes=sample.boxes,
-            image_id=sample.image_id,
-            path=sample.path,
-            ignore_mask=sample.ignore_mask,
-        ), report
+        return replace(sample, image=image), report
 
     def transform(self, sample: Sample, rng: np.random.Generator) -> Sample:
         """Return only the augmented sample of :meth:`__call__`, for callers that take ``f(sample, rng) -> sample``."""
@@ -477,13 +462,12 @@ class Augmenter:
             report.relabelled = int((classes != sample.classes).sum())
         report.flipped_lr, report.flipped_ud = bool(flip_lr), bool(flip_ud)
         masks = np.ascontiguousarray(masks)
-        return Sample(
+        return replace(
+            sample,
             image=np.ascontiguousarray(image),
             masks=masks,
             classes=classes,
             boxes=boxes_from_masks(masks),
-            image_id=sample.image_id,
-            path=sample.path,
             ignore_mask=np.ascontiguousarray(ignore) if ignore is not None else None,
         )
 
