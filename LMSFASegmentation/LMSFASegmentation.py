@@ -80,7 +80,7 @@ def moduleResourcePath(relativePath: str) -> Path:
 
 
 def showJobProgress(progressBar, statusLabel, done: int, total: Optional[int], message: str) -> None:
-    """Show a background job's progress; an unknown total keeps the bar in its busy state."""
+    """Show a background job's progress. An unknown total keeps the bar in its busy state."""
     if total:
         progressBar.setRange(0, total)
         progressBar.setValue(done)
